@@ -1,0 +1,59 @@
+//! The `adainfer` command line: a thin layer over the library, one file per subcommand.
+
+mod bench;
+mod generate;
+mod inspect;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "adainfer",
+    version,
+    about = "Adaptive-depth (early-exit) LLM inference"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt.
+    Generate(generate::Args),
+    /// Show the logit lens of the last prompt token at every layer.
+    Inspect(inspect::Args),
+    /// Time dense prefill and decode (and stock mistral.rs with the `mistralrs` feature).
+    Bench(bench::Args),
+}
+
+/// Where the model comes from and how it is loaded; shared by every subcommand.
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<adainfer::Engine> {
+        let options = adainfer::LoadOptions::from_names(&self.dtype, &self.device)?;
+        adainfer::Engine::load(&self.model, &options)
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}

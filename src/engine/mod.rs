@@ -1,0 +1,123 @@
+//! The host pipeline: load a Hugging Face model directory and run it, dense or with hooks.
+//! Split the mistral.rs way: `loader` (files → weights), `model` (the decoder), `generate`.
+
+pub mod config;
+pub mod generate;
+pub mod kv_cache;
+pub mod loader;
+pub mod model;
+pub mod rope;
+pub mod sampling;
+
+pub use config::{Architecture, ModelConfig};
+pub use generate::{FinishReason, Generation, GenerationParams};
+pub use kv_cache::KvCache;
+pub use loader::{ModelFiles, ModelIdentity};
+pub use model::{DecoderModel, ExitRecord, LmHead, Outputs, PassOutput};
+pub use sampling::{Sampler, SamplingParams};
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use std::path::Path;
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub dtype: DType,
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+        }
+    }
+}
+
+impl LoadOptions {
+    pub fn from_names(dtype: &str, device: &str) -> Result<Self> {
+        Ok(Self {
+            dtype: loader::parse_dtype(dtype)?,
+            device: loader::parse_device(device)?,
+        })
+    }
+}
+
+/// A loaded model with its tokenizer: what every command and plugin runs on.
+pub struct Engine {
+    pub model: DecoderModel,
+    pub tokenizer: tokenizers::Tokenizer,
+    pub eos_token_ids: Vec<u32>,
+    pub files: ModelFiles,
+    pub identity: ModelIdentity,
+}
+
+impl Engine {
+    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        let files = ModelFiles::locate(dir)?;
+        let config = ModelConfig::from_file(&files.config)?;
+        let tokenizer = tokenizers::Tokenizer::from_file(&files.tokenizer)
+            .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", files.tokenizer.display()))?;
+        let eos_token_ids = loader::eos_token_ids(&files, &config, &tokenizer)?;
+        let identity = ModelIdentity::of(&files, &config)?;
+        // SAFETY: the files are memory-mapped read-only; mutating them while loaded is the
+        // same hazard every safetensors loader accepts.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&files.weights, options.dtype, &options.device)
+        }
+        .with_context(|| format!("cannot read weights in {}", dir.display()))?;
+        let model = DecoderModel::load(vb, config).with_context(|| {
+            format!("weights in {} do not match its config.json", dir.display())
+        })?;
+        Ok(Self {
+            model,
+            tokenizer,
+            eos_token_ids,
+            files,
+            identity,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.config
+    }
+
+    /// Token ids of `text` as the tokenizer's own settings give them (HF `tokenizer(text)`).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        if text.is_empty() {
+            bail!("the prompt is empty");
+        }
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| anyhow!("cannot tokenize prompt: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| anyhow!("cannot decode tokens: {e}"))
+    }
+
+    /// Dense generation from a text prompt.
+    pub fn generate_text(
+        &self,
+        prompt: &str,
+        max_tokens: usize,
+        sampling: SamplingParams,
+    ) -> Result<(Generation, String)> {
+        let ids = self.encode(prompt)?;
+        let params = GenerationParams {
+            max_tokens,
+            sampling,
+            stop_tokens: self.eos_token_ids.clone(),
+        };
+        let g = generate::generate_dense(&self.model, &ids, &params, |_| Ok(()))?;
+        let text = self.decode(&g.tokens)?;
+        Ok((g, text))
+    }
+}

@@ -1,0 +1,124 @@
+//! Rotary position embeddings (HF `rotate_half` convention), with Llama-3 and linear scaling.
+//!
+//! Frequencies are computed in f32 the way transformers computes them, so positions far into the
+//! context round the same way as the reference.
+
+use super::config::{ModelConfig, RopeScaling};
+use candle_core::{DType, Device, Result, Tensor};
+
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    pub fn new(config: &ModelConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let inv_freq = inverse_frequencies(config);
+        let half = inv_freq.len();
+        let positions = config.max_position_embeddings;
+        let mut angles = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            angles.extend(inv_freq.iter().map(|f| p as f32 * f));
+        }
+        let angles = Tensor::from_vec(angles, (positions, half), device)?;
+        Ok(Self {
+            cos: angles.cos()?.to_dtype(dtype)?,
+            sin: angles.sin()?.to_dtype(dtype)?,
+        })
+    }
+
+    /// Rotate `x` laid out as `[batch, seq, heads, head_dim]`, whose first token sits at `offset`.
+    pub fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let seq = x.dim(1)?;
+        let cos = self.cos.narrow(0, offset, seq)?;
+        let sin = self.sin.narrow(0, offset, seq)?;
+        candle_nn::rotary_emb::rope_thd(&x.contiguous()?, &cos, &sin)
+    }
+}
+
+fn inverse_frequencies(config: &ModelConfig) -> Vec<f32> {
+    let dim = config.head_dim;
+    let theta = config.rope_theta as f32;
+    let base: Vec<f32> = (0..dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / dim as f32))
+        .collect();
+    match config.rope_scaling {
+        RopeScaling::None => base,
+        RopeScaling::Linear { factor } => base.iter().map(|f| f / factor as f32).collect(),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: original,
+        } => {
+            let (factor, low, high, original) = (
+                factor as f32,
+                low_freq_factor as f32,
+                high_freq_factor as f32,
+                original as f32,
+            );
+            let low_freq_wavelen = original / low;
+            let high_freq_wavelen = original / high;
+            base.iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f32::consts::PI / f;
+                    if wavelen < high_freq_wavelen {
+                        f
+                    } else if wavelen > low_freq_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (original / wavelen - low) / (high - low);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(scaling: RopeScaling) -> ModelConfig {
+        let mut c = ModelConfig::from_json(
+            r#"{"model_type":"llama","hidden_size":32,"intermediate_size":64,"num_hidden_layers":1,
+                "num_attention_heads":2,"vocab_size":8,"rope_theta":10000.0}"#,
+        )
+        .unwrap();
+        c.rope_scaling = scaling;
+        c
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
+        let plain = inverse_frequencies(&config(RopeScaling::None));
+        let scaled = inverse_frequencies(&config(RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 64.0,
+        }));
+        assert_eq!(plain[0], scaled[0], "highest frequency is untouched");
+        let last = plain.len() - 1;
+        assert!(
+            (scaled[last] - plain[last] / 8.0).abs() < 1e-12,
+            "lowest frequency divided by factor"
+        );
+    }
+
+    #[test]
+    fn position_zero_is_identity() {
+        let c = config(RopeScaling::None);
+        let rope = Rope::new(&c, DType::F32, &Device::Cpu).unwrap();
+        let x = Tensor::arange(0f32, 16.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 1, 16))
+            .unwrap();
+        let y = rope.apply(&x, 0).unwrap();
+        assert_eq!(
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! adainfer: adaptive-depth (early-exit) LLM inference.
+//!
+//! Four rooms:
+//! - [`engine`]: the host pipeline (load a Hugging Face model, run it, generate);
+//! - [`hook`]: the [`hook::LayerHook`] trait, the only door between engine and plugin;
+//! - [`plugin`]: AdaInfer itself (probe features, exit policies, classifiers, TOML config);
+//! - [`eval`]: datasets, metrics, A/B runs and reports.
+
+pub mod engine;
+pub mod eval;
+pub mod hook;
+pub mod plugin;
+
+pub use engine::{Engine, LoadOptions};
+pub use hook::{Decision, LayerHook, LayerView, Probe, SkipPlan};
