@@ -8,6 +8,9 @@ pub mod loader;
 pub mod model;
 pub mod rope;
 pub mod sampling;
+pub mod synthetic;
+#[cfg(test)]
+mod tests;
 
 pub use config::{Architecture, ModelConfig};
 pub use generate::{FinishReason, Generation, GenerationParams};

@@ -59,6 +59,7 @@ impl SamplingParams {
     }
 }
 
+#[derive(Debug)]
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
