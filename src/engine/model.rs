@@ -9,8 +9,48 @@ use super::kv_cache::{KvCache, LayerKv};
 use super::rope::Rope;
 use crate::hook::{Decision, LayerHook, LayerView, PassInfo, SkipPlan};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+
+/// `a @ b` (batched, broadcasting). candle's CPU backend has no bf16 matmul, so bf16 operands
+/// on CPU are multiplied in f32 and the product rounded back: weights stay bf16 in memory.
+fn matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if a.dtype() == DType::BF16 && a.device().is_cpu() {
+        let product = a
+            .to_dtype(DType::F32)?
+            .broadcast_matmul(&b.to_dtype(DType::F32)?)?;
+        return product.to_dtype(DType::BF16);
+    }
+    a.broadcast_matmul(b)
+}
+
+/// `x @ weightᵀ + bias`, for weights stored `[out, in]` as in HF checkpoints.
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = matmul(x, &self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
 
 fn linear(
     vb: &VarBuilder,
@@ -33,15 +73,28 @@ fn linear(
     Ok(Linear::new(w, b))
 }
 
+/// One linear layer computing several stacked along the output dimension.
+fn stack_linear(parts: &[Linear]) -> Result<Linear> {
+    let weights: Vec<&Tensor> = parts.iter().map(|p| p.weight()).collect();
+    let weight = Tensor::cat(&weights, 0)?;
+    let bias = match parts.iter().map(|p| p.bias()).collect::<Option<Vec<_>>>() {
+        Some(biases) => Some(Tensor::cat(&biases, 0)?),
+        None => None,
+    };
+    Ok(Linear::new(weight, bias))
+}
+
 fn norm_weight(vb: &VarBuilder, name: &str, dim: usize) -> Result<Tensor> {
     vb.get(dim, &format!("{name}.weight"))
         .with_context(|| format!("weight {}.{name}.weight", vb.prefix()))
 }
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q, k and v projections stacked into one matrix: one matmul per token instead of three
+    /// (small decode steps are dominated by per-op overhead).
+    qkv_proj: Linear,
+    /// The k/v rows of `qkv_proj` (a view, no copy), for filling K/V without computing q.
+    kv_proj: Linear,
     o_proj: Linear,
     num_heads: usize,
     num_kv_heads: usize,
@@ -55,10 +108,22 @@ impl Attention {
             c.num_attention_heads * c.head_dim,
             c.num_key_value_heads * c.head_dim,
         );
+        let parts = [
+            linear(&vb, "q_proj", h, q, c.qkv_bias)?,
+            linear(&vb, "k_proj", h, kv, c.qkv_bias)?,
+            linear(&vb, "v_proj", h, kv, c.qkv_bias)?,
+        ];
+        let qkv_proj = stack_linear(&parts)?;
+        let kv_proj = Linear::new(
+            qkv_proj.weight().narrow(0, q, 2 * kv)?,
+            qkv_proj
+                .bias()
+                .map(|b| b.narrow(0, q, 2 * kv))
+                .transpose()?,
+        );
         Ok(Self {
-            q_proj: linear(&vb, "q_proj", h, q, c.qkv_bias)?,
-            k_proj: linear(&vb, "k_proj", h, kv, c.qkv_bias)?,
-            v_proj: linear(&vb, "v_proj", h, kv, c.qkv_bias)?,
+            qkv_proj,
+            kv_proj,
             o_proj: linear(&vb, "o_proj", q, h, false)?,
             num_heads: c.num_attention_heads,
             num_kv_heads: c.num_key_value_heads,
@@ -66,21 +131,23 @@ impl Attention {
         })
     }
 
-    /// Rotated keys and values for `x` (`[1, seq, hidden]`), laid out `[1, kv_heads, seq, head_dim]`.
-    /// Also what KV-fill strategies call to give skipped layers their entries.
-    fn keys_values(&self, x: &Tensor, rope: &Rope, offset: usize) -> Result<(Tensor, Tensor)> {
-        let (b, s, _) = x.dims3()?;
-        let k = self
-            .k_proj
-            .forward(x)?
-            .reshape((b, s, self.num_kv_heads, self.head_dim))?;
-        let v = self
-            .v_proj
-            .forward(x)?
-            .reshape((b, s, self.num_kv_heads, self.head_dim))?;
+    /// Rotated keys and values from stacked `[.., k | v]` projections, laid out
+    /// `[1, kv_heads, seq, head_dim]`.
+    fn split_kv(&self, kv: &Tensor, rope: &Rope, offset: usize) -> Result<(Tensor, Tensor)> {
+        let (b, s, _) = kv.dims3()?;
+        let width = self.num_kv_heads * self.head_dim;
+        let shape = (b, s, self.num_kv_heads, self.head_dim);
+        let k = kv.narrow(2, 0, width)?.contiguous()?.reshape(shape)?;
+        let v = kv.narrow(2, width, width)?.contiguous()?.reshape(shape)?;
         let k = rope.apply(&k, offset)?.transpose(1, 2)?.contiguous()?;
         let v = v.transpose(1, 2)?.contiguous()?;
         Ok((k, v))
+    }
+
+    /// Rotated keys and values for `x` (`[1, seq, hidden]`), laid out `[1, kv_heads, seq, head_dim]`.
+    /// Also what KV-fill strategies call to give skipped layers their entries.
+    fn keys_values(&self, x: &Tensor, rope: &Rope, offset: usize) -> Result<(Tensor, Tensor)> {
+        self.split_kv(&self.kv_proj.forward(x)?, rope, offset)
     }
 
     fn forward(
@@ -92,12 +159,17 @@ impl Attention {
         kv: &mut LayerKv,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
-        let q = self
-            .q_proj
-            .forward(x)?
-            .reshape((b, s, self.num_heads, self.head_dim))?;
+        let q_width = self.num_heads * self.head_dim;
+        let qkv = self.qkv_proj.forward(x)?;
+        let q = qkv.narrow(2, 0, q_width)?.contiguous()?.reshape((
+            b,
+            s,
+            self.num_heads,
+            self.head_dim,
+        ))?;
         let q = rope.apply(&q, offset)?.transpose(1, 2)?.contiguous()?;
-        let (k, v) = self.keys_values(x, rope, offset)?;
+        let kv_width = qkv.dim(2)? - q_width;
+        let (k, v) = self.split_kv(&qkv.narrow(2, q_width, kv_width)?, rope, offset)?;
         let (k, v) = kv.append(&k, &v)?;
         let total = k.dim(2)?;
 
@@ -106,7 +178,7 @@ impl Attention {
         let group = self.num_heads / self.num_kv_heads;
         let q = q.reshape((b, self.num_kv_heads, group * s, self.head_dim))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+        let scores = (matmul(&q, &k.t()?)? * scale)?.to_dtype(DType::F32)?;
         let scores = match mask {
             Some(mask) => scores
                 .reshape((b, self.num_kv_heads, group, s, total))?
@@ -115,8 +187,7 @@ impl Attention {
             None => scores,
         };
         let weights = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-        let out = weights
-            .matmul(&v)?
+        let out = matmul(&weights, &v)?
             .reshape((b, self.num_heads, s, self.head_dim))?
             .transpose(1, 2)?
             .reshape((b, s, self.num_heads * self.head_dim))?;
@@ -125,26 +196,31 @@ impl Attention {
 }
 
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate and up projections stacked: one matmul, then split.
+    gate_up_proj: Linear,
     down_proj: Linear,
+    intermediate: usize,
 }
 
 impl Mlp {
     fn load(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         Ok(Self {
-            gate_proj: linear(&vb, "gate_proj", h, i, false)?,
-            up_proj: linear(&vb, "up_proj", h, i, false)?,
+            gate_up_proj: stack_linear(&[
+                linear(&vb, "gate_proj", h, i, false)?,
+                linear(&vb, "up_proj", h, i, false)?,
+            ])?,
             down_proj: linear(&vb, "down_proj", i, h, false)?,
+            intermediate: i,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        Ok(self
-            .down_proj
-            .forward(&(gate * self.up_proj.forward(x)?)?)?)
+        let gate_up = self.gate_up_proj.forward(x)?;
+        let last = gate_up.rank() - 1;
+        let gate = candle_nn::ops::silu(&gate_up.narrow(last, 0, self.intermediate)?)?;
+        let up = gate_up.narrow(last, self.intermediate, self.intermediate)?;
+        Ok(self.down_proj.forward(&(gate * up)?)?)
     }
 }
 
@@ -207,9 +283,7 @@ impl LmHead {
     /// Logits of every row of `hidden` (`[.., hidden]`), as f32.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let normed = candle_nn::ops::rms_norm(hidden, &self.norm, self.eps)?;
-        Ok(normed
-            .broadcast_matmul(&self.weight.t()?)?
-            .to_dtype(DType::F32)?)
+        Ok(matmul(&normed, &self.weight.t()?)?.to_dtype(DType::F32)?)
     }
 
     /// Logits of the last token of `hidden` (`[1, seq, hidden]`), over all ids or only `ids`.
@@ -228,8 +302,7 @@ impl LmHead {
                 self.weight.index_select(&index, 0)?
             }
         };
-        Ok(normed
-            .matmul(&weight.t()?)?
+        Ok(matmul(&normed, &weight.t()?)?
             .squeeze(0)?
             .to_dtype(DType::F32)?
             .to_vec1()?)
