@@ -2,8 +2,12 @@
 //! Split the mistral.rs way: `loader` (files → weights), `model` (the decoder), `generate`.
 
 pub mod config;
+pub mod early_exit;
+#[cfg(test)]
+mod early_exit_tests;
 pub mod generate;
 pub mod kv_cache;
+pub mod kv_fill;
 pub mod loader;
 pub mod model;
 pub mod rope;

@@ -555,4 +555,21 @@ impl DecoderModel {
         let out = self.layers[index].forward(x, &self.rope, offset, mask.as_ref(), kv)?;
         Ok(out.hidden)
     }
+
+    /// [`Self::run_layer`] keeping each branch: `(attn_out, mlp_out, hidden)`, for generation
+    /// loops that carry rows besides the current token and still show hooks a [`LayerView`]
+    /// (see `kv_fill`).
+    pub fn run_layer_parts(
+        &self,
+        index: usize,
+        x: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let seq = x.dim(1)?;
+        let kv = cache.layer_mut(index);
+        let offset = kv.len();
+        let mask = self.mask(seq, offset)?;
+        let out = self.layers[index].forward(x, &self.rope, offset, mask.as_ref(), kv)?;
+        Ok((out.attn_out, out.mlp_out, out.hidden))
+    }
 }
