@@ -4,10 +4,10 @@
 use super::generate::{check_request, FinishReason, Generation, GenerationParams};
 use super::kv_fill::{flush, step, Backlog, KvFill};
 use super::model::{DecoderModel, Outputs};
+use super::modes::AdaptiveGeneration;
 use super::sampling::Sampler;
 use crate::hook::{Decision, LayerHook, LayerView};
 use anyhow::{bail, Result};
-use serde::Serialize;
 use std::time::Instant;
 
 /// Exits every pass after block `layer` (1-based): the simplest policy, and a fixed draft
@@ -40,27 +40,6 @@ impl LayerHook for FixedExit {
     }
 }
 
-/// An early-exit generation: the tokens plus where each of them came from.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExitGeneration {
-    #[serde(flatten)]
-    pub generation: Generation,
-    /// For each generated token, the block (1-based) whose logits produced it.
-    pub exit_layers: Vec<usize>,
-    /// Seconds spent in the hook during decode steps (not the prompt pass).
-    pub decode_hook_seconds: f64,
-}
-
-impl ExitGeneration {
-    /// Mean depth of the generated tokens, in blocks.
-    pub fn mean_exit_layer(&self) -> f64 {
-        if self.exit_layers.is_empty() {
-            return 0.0;
-        }
-        self.exit_layers.iter().sum::<usize>() as f64 / self.exit_layers.len() as f64
-    }
-}
-
 /// Generate with `hook` deciding each token's exit and `fill` repairing the cache.
 /// With [`KvFill::DenseAfterPrefill`] only the prompt pass may exit; the prompt's missing
 /// entries are filled before decoding (counted in `prefill_seconds`), then decode is dense.
@@ -71,7 +50,7 @@ pub fn generate_early_exit(
     hook: &mut dyn LayerHook,
     fill: KvFill,
     mut on_token: impl FnMut(u32, usize) -> Result<()>,
-) -> Result<ExitGeneration> {
+) -> Result<AdaptiveGeneration> {
     check_request(model, prompt, params.max_tokens)?;
     let n = model.num_layers();
     let mut sampler = Sampler::new(params.sampling.clone())?;
@@ -86,7 +65,7 @@ pub fn generate_early_exit(
     }
     let prefill_seconds = start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
-    let (mut tokens, mut exit_layers) = (Vec::new(), Vec::new());
+    let (mut tokens, mut depths) = (Vec::new(), Vec::new());
     let mut decode_hook_seconds = 0.0;
     let mut finish_reason = FinishReason::Length;
     while tokens.len() < params.max_tokens {
@@ -96,7 +75,7 @@ pub fn generate_early_exit(
             break;
         }
         tokens.push(next);
-        exit_layers.push(depth);
+        depths.push(depth);
         on_token(next, depth)?;
         if tokens.len() == params.max_tokens {
             break;
@@ -112,15 +91,14 @@ pub fn generate_early_exit(
             (logits, depth) = (out.logits, out.depth);
         }
     }
-    Ok(ExitGeneration {
-        generation: Generation {
-            prompt_tokens: prompt.len(),
-            tokens,
-            finish_reason,
-            prefill_seconds,
-            decode_seconds: decode_start.elapsed().as_secs_f64(),
-        },
-        exit_layers,
-        decode_hook_seconds,
-    })
+    let generation = Generation {
+        prompt_tokens: prompt.len(),
+        tokens,
+        finish_reason,
+        prefill_seconds,
+        decode_seconds: decode_start.elapsed().as_secs_f64(),
+    };
+    let mut out = AdaptiveGeneration::new(generation, depths);
+    out.decode_hook_seconds = decode_hook_seconds;
+    Ok(out)
 }

@@ -237,7 +237,7 @@ fn recompute_generation_with_a_fixed_exit_matches_fresh_exited_passes() {
         |_, _| Ok(()),
     )
     .unwrap();
-    assert_eq!(g.exit_layers, vec![3; 8]);
+    assert_eq!(g.depths, vec![3; 8]);
     let mut seq = PROMPT.to_vec();
     for &t in &g.generation.tokens {
         assert_eq!(t, argmax(&reference_exit_logits(&model, &seq, 3)));
@@ -258,7 +258,7 @@ fn dense_after_prefill_exits_the_prompt_then_decodes_densely_on_a_dense_cache() 
         |_, _| Ok(()),
     )
     .unwrap();
-    assert_eq!(g.exit_layers, vec![2, 4, 4, 4, 4, 4]);
+    assert_eq!(g.depths, vec![2, 4, 4, 4, 4, 4]);
     let tokens = &g.generation.tokens;
     assert_eq!(
         tokens[0],

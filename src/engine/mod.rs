@@ -10,8 +10,12 @@ pub mod kv_cache;
 pub mod kv_fill;
 pub mod loader;
 pub mod model;
+pub mod modes;
 pub mod rope;
 pub mod sampling;
+pub mod speculative;
+#[cfg(test)]
+mod speculative_tests;
 pub mod synthetic;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,200 @@
+//! Self-speculative decoding: the model's own shallow blocks draft, all blocks verify.
+//!
+//! A round starts from a cache that holds every block of every verified position and the next
+//! token `x` (decided by full-depth logits, not yet in the cache). Drafting feeds `x`, then each
+//! draft, through the blocks the draft hook lets them reach; their deeper blocks wait in a
+//! [`Backlog`]. The verify pass feeds the last draft through every block, carrying the waiting
+//! positions along from the block each lacks, so it sees a complete cache and yields full-depth
+//! logits for every drafted position in one batched pass. The longest agreeing prefix is kept
+//! plus one token from the full-depth logits (correction or bonus), and the cache is truncated
+//! back past the rejected drafts. The blocks a draft ran are exact (they attended to exact
+//! entries), so verification reuses them instead of recomputing.
+//!
+//! Greedy output equals dense decoding token for token (up to float rounding between batched
+//! and single-row matmuls); sampled output follows the dense distribution through the standard
+//! accept/reject rule ([`accept_or_resample`]).
+
+use super::generate::{check_request, FinishReason, Generation, GenerationParams};
+use super::kv_fill::{step, Backlog, Completed, KvFill};
+use super::model::{DecoderModel, Outputs};
+use super::modes::AdaptiveGeneration;
+use super::sampling::Sampler;
+use crate::hook::LayerHook;
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// What verification says about one draft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    /// Rejected; this token (drawn from the residual distribution) replaces it.
+    Replace(u32),
+}
+
+/// The speculative sampling rule: keep `draft` (drawn from `q`) with probability
+/// min(1, p(draft)/q(draft)), else draw from norm(max(0, p − q)). The result is distributed as
+/// `p` whatever `q` is. With greedy distributions (one token, probability 1) it keeps the draft
+/// iff it is the full-depth argmax and otherwise replaces it by that argmax, drawing nothing.
+pub fn accept_or_resample(
+    p: &[(u32, f32)],
+    q: &[(u32, f32)],
+    draft: u32,
+    sampler: &mut Sampler,
+) -> Verdict {
+    let prob = |dist: &[(u32, f32)], t: u32| dist.iter().find(|d| d.0 == t).map_or(0.0, |d| d.1);
+    let (pd, qd) = (prob(p, draft), prob(q, draft));
+    if qd > 0.0 {
+        let keep = pd / qd;
+        if keep >= 1.0 || (keep > 0.0 && sampler.uniform() < keep) {
+            return Verdict::Accept;
+        }
+    }
+    let q: HashMap<u32, f32> = q.iter().copied().collect();
+    let residual: Vec<(u32, f32)> = p
+        .iter()
+        .map(|&(t, pt)| (t, (pt - q.get(&t).copied().unwrap_or(0.0)).max(0.0)))
+        .filter(|r| r.1 > 0.0)
+        .collect();
+    let total: f32 = residual.iter().map(|r| r.1).sum();
+    if total <= 0.0 {
+        // p ≤ q everywhere means p = q up to rounding: p itself is the residual.
+        return Verdict::Replace(sampler.draw(p));
+    }
+    let residual: Vec<(u32, f32)> = residual.into_iter().map(|(t, r)| (t, r / total)).collect();
+    Verdict::Replace(sampler.draw(&residual))
+}
+
+/// Full-depth logits of completed positions, indexed from the round's first position.
+fn record_logits(
+    model: &DecoderModel,
+    done: &Completed,
+    round_start: usize,
+    dense: &mut [Option<Vec<f32>>],
+) -> Result<()> {
+    let rows = model.head().logits(&done.hidden.squeeze(0)?)?.to_vec2()?;
+    for (i, row) in rows.into_iter().enumerate() {
+        let slot = (done.first_position + i)
+            .checked_sub(round_start)
+            .context("internal: a verified position was carried again")?;
+        dense[slot] = Some(row);
+    }
+    Ok(())
+}
+
+/// Generate losslessly, `draft_hook` choosing each draft's depth and up to `draft_tokens`
+/// drafts per round. `on_token` sees tokens (with the depth of the pass that proposed them) as
+/// they are verified.
+pub fn generate_self_speculative(
+    model: &DecoderModel,
+    prompt: &[u32],
+    params: &GenerationParams,
+    draft_hook: &mut dyn LayerHook,
+    draft_tokens: usize,
+    mut on_token: impl FnMut(u32, usize) -> Result<()>,
+) -> Result<AdaptiveGeneration> {
+    check_request(model, prompt, params.max_tokens)?;
+    if draft_tokens == 0 {
+        bail!("draft_tokens must be at least 1");
+    }
+    let n = model.num_layers();
+    let mut sampler = Sampler::new(params.sampling.clone())?;
+    let mut cache = model.new_cache();
+    let mut backlog = Backlog::default();
+    let start = Instant::now();
+    let logits = model
+        .forward(prompt, &mut cache, None, Outputs::LastToken)?
+        .last_logits()?;
+    let generation = Generation {
+        prompt_tokens: prompt.len(),
+        tokens: Vec::new(),
+        finish_reason: FinishReason::Length,
+        prefill_seconds: start.elapsed().as_secs_f64(),
+        decode_seconds: 0.0,
+    };
+    let decode_start = Instant::now();
+    let mut out = AdaptiveGeneration::new(generation, Vec::new());
+    let mut next = sampler.sample(&logits);
+    // (token, depth of the pass that proposed it) settled by the last round.
+    let mut settled = vec![(next, n)];
+    'generation: loop {
+        for &(t, depth) in &settled {
+            if params.stop_tokens.contains(&t) {
+                out.generation.finish_reason = FinishReason::Stop;
+                break 'generation;
+            }
+            out.generation.tokens.push(t);
+            out.depths.push(depth);
+            on_token(t, depth)?;
+        }
+        let produced = out.generation.tokens.len();
+        if produced >= params.max_tokens {
+            break;
+        }
+        // Leave room for the correction/bonus token the round always adds.
+        let budget = draft_tokens.min(params.max_tokens - produced - 1);
+        let round_start = cache.seq_len();
+        let mut dense = vec![None; budget + 1];
+        let mut drafts = Vec::with_capacity(budget);
+        let mut feed = next;
+        while drafts.len() < budget && !params.stop_tokens.contains(&feed) {
+            let pass = step(
+                model,
+                &[feed],
+                &mut cache,
+                &mut backlog,
+                Some(&mut *draft_hook),
+                KvFill::Recompute,
+            )?;
+            out.decode_hook_seconds += pass.hook_seconds;
+            out.draft_blocks += pass.depth;
+            if let Some(done) = &pass.completed {
+                record_logits(model, done, round_start, &mut dense)?;
+            }
+            let q = sampler.distribution(&pass.logits);
+            feed = sampler.draw(&q);
+            drafts.push((feed, q, pass.depth));
+        }
+        let verify = step(
+            model,
+            &[feed],
+            &mut cache,
+            &mut backlog,
+            None,
+            KvFill::Recompute,
+        )?;
+        let done = verify
+            .completed
+            .context("internal: verification stopped early")?;
+        record_logits(model, &done, round_start, &mut dense)?;
+        let dense_at = |i: usize| -> Result<&Vec<f32>> {
+            dense[i]
+                .as_ref()
+                .with_context(|| format!("internal: no full-depth logits for draft {i}"))
+        };
+        settled.clear();
+        let mut correction = None;
+        for (i, (draft, q, depth)) in drafts.iter().enumerate() {
+            let p = sampler.distribution(dense_at(i)?);
+            match accept_or_resample(&p, q, *draft, &mut sampler) {
+                Verdict::Accept => settled.push((*draft, *depth)),
+                Verdict::Replace(t) => {
+                    correction = Some(t);
+                    break;
+                }
+            }
+        }
+        out.rounds += 1;
+        out.drafted += drafts.len();
+        out.accepted += settled.len();
+        next = match correction {
+            Some(t) => t,
+            None => sampler.sample(dense_at(drafts.len())?),
+        };
+        settled.push((next, n));
+        // Keep the round's first token and the accepted drafts; forget the rejected ones.
+        cache.truncate(round_start + settled.len());
+    }
+    out.generation.decode_seconds = decode_start.elapsed().as_secs_f64();
+    Ok(out)
+}

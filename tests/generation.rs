@@ -1,0 +1,114 @@
+//! Generation modes on the real checkpoints: self-speculative decoding must reproduce dense
+//! greedy text token for token, on the vendored task model and every reference model.
+
+mod common;
+
+use adainfer::engine::early_exit::FixedExit;
+use adainfer::engine::modes::{generate_mode, Mode, ModeSpec};
+use adainfer::engine::{GenerationParams, SamplingParams};
+use adainfer::{Engine, LoadOptions};
+use std::path::PathBuf;
+
+fn vendored_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-llama-sst2-agnews")
+}
+
+/// SST-2 dev sentences in the task model's prompt format.
+fn sst2_prompts(count: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(common::shared().join("data/sst2/dev.tsv")).unwrap();
+    text.lines()
+        .skip(1)
+        .take(count)
+        .map(|line| format!("Q: {}\nA:", line.split('\t').next().unwrap().trim()))
+        .collect()
+}
+
+fn greedy(engine: &Engine, max_tokens: usize) -> GenerationParams {
+    GenerationParams {
+        max_tokens,
+        sampling: SamplingParams::greedy(),
+        stop_tokens: engine.eos_token_ids.clone(),
+    }
+}
+
+/// Generates every prompt densely and speculatively; returns (drafted, accepted).
+fn assert_speculative_is_dense(
+    engine: &Engine,
+    prompts: &[String],
+    draft_layer: usize,
+    draft_tokens: usize,
+) -> (usize, usize) {
+    let params = greedy(engine, 20);
+    let speculative = ModeSpec {
+        mode: Mode::SelfSpeculative,
+        draft_tokens,
+        ..ModeSpec::dense()
+    };
+    let (mut drafted, mut accepted) = (0, 0);
+    for prompt in prompts {
+        let ids = engine.encode(prompt).unwrap();
+        let dense = generate_mode(
+            &engine.model,
+            &ids,
+            &params,
+            &ModeSpec::dense(),
+            None,
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        let mut hook = FixedExit::new(draft_layer, engine.model.num_layers()).unwrap();
+        let spec = generate_mode(
+            &engine.model,
+            &ids,
+            &params,
+            &speculative,
+            Some(&mut hook),
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(
+            engine.decode(&spec.generation.tokens).unwrap(),
+            engine.decode(&dense.generation.tokens).unwrap(),
+            "prompt {prompt:?}, draft layer {draft_layer}, k {draft_tokens}"
+        );
+        assert_eq!(spec.generation.tokens, dense.generation.tokens);
+        assert_eq!(
+            spec.generation.finish_reason,
+            dense.generation.finish_reason
+        );
+        drafted += spec.drafted;
+        accepted += spec.accepted;
+    }
+    (drafted, accepted)
+}
+
+#[test]
+fn speculative_greedy_text_equals_dense_on_the_task_model() {
+    let engine = Engine::load(&vendored_model(), &LoadOptions::default()).unwrap();
+    let prompts = sst2_prompts(16);
+    for (layer, k) in [(4, 4), (9, 6)] {
+        let (drafted, accepted) = assert_speculative_is_dense(&engine, &prompts, layer, k);
+        assert!(drafted > 0 && accepted <= drafted);
+    }
+}
+
+#[test]
+fn speculative_greedy_text_equals_dense_on_the_reference_models() {
+    let prompts: Vec<String> = [
+        "Q: hello",
+        "The quick brown fox",
+        "once upon a time there was",
+        "1 2 3 4 5",
+        "Q: it 's a charming and often affecting journey .\nA:",
+        "the",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for dir in common::reference_models() {
+        let engine = Engine::load(&dir, &LoadOptions::default()).unwrap();
+        for (layer, k) in [(2, 3), (5, 5)] {
+            assert_speculative_is_dense(&engine, &prompts, layer, k);
+        }
+    }
+}
