@@ -132,7 +132,7 @@ fn rule_frequencies(p: &[(u32, f32)], q: &[(u32, f32)], draws: usize) -> Vec<f64
         seed: 11,
     })
     .unwrap();
-    let mut counts = vec![0usize; 4];
+    let mut counts = [0usize; 4];
     for _ in 0..draws {
         let draft = sampler.draw(q);
         let token = match accept_or_resample(p, q, draft, &mut sampler) {
