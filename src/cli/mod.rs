@@ -50,6 +50,28 @@ impl ModelArgs {
     }
 }
 
+/// An AdaInfer plugin config and its command-line overrides; shared by every subcommand that
+/// can run the plugin.
+#[derive(clap::Args, Clone, Default)]
+pub struct PluginArgs {
+    /// AdaInfer plugin config (TOML, see plugin-configs/).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set policy.threshold=0.6` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl PluginArgs {
+    pub fn load(&self) -> Result<Option<adainfer::plugin::PluginConfig>> {
+        match &self.config {
+            Some(path) => Ok(Some(adainfer::plugin::PluginConfig::load(path, &self.set)?)),
+            None if !self.set.is_empty() => anyhow::bail!("--set needs --config"),
+            None => Ok(None),
+        }
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(a) => generate::run(a),

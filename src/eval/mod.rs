@@ -1,1 +1,3 @@
 //! Evaluation harness: datasets, metrics, A/B runs and reports.
+
+pub mod tasks;

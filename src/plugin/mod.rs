@@ -1,3 +1,15 @@
 //! The AdaInfer plugin: probe features, exit policies, classifiers and their TOML config.
+//!
+//! ```text
+//! PluginConfig::load(file, --set …) → load_engine → AdaInfer::from_config → forward(…, Some(&mut hook), …)
+//! ```
 
+mod adainfer;
+pub mod classifier;
+pub mod config;
+pub mod features;
 pub mod lens;
+pub mod policy;
+
+pub use adainfer::{AdaInfer, ExitStats};
+pub use config::{load_engine, PluginConfig};

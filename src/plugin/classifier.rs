@@ -1,0 +1,231 @@
+//! Trained exit classifiers (`svm`, `logistic`): fitting on collected rows, the JSON file that
+//! `adainfer train` writes, and prediction. The file records the model it was trained for, the
+//! feature list and the scaler; loading it for anything else is refused naming the field.
+//!
+//! The SVM is stored as linfa-svm serialises it (support vectors, alphas, kernel); the logistic
+//! regression as its weights and intercept (we predict with them directly).
+
+use super::config::{LogisticTrainParams, SvmTrainParams};
+use crate::engine::ModelIdentity;
+use anyhow::{bail, Context, Result};
+use linfa::prelude::*;
+use linfa_logistic::LogisticRegression;
+use linfa_svm::Svm;
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Per-feature standardisation fitted on the training rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scaler {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl Scaler {
+    pub fn fit(rows: &[Vec<f32>]) -> Self {
+        let width = rows.first().map_or(0, Vec::len);
+        let n = rows.len().max(1) as f64;
+        let mean: Vec<f64> = (0..width)
+            .map(|j| rows.iter().map(|r| r[j] as f64).sum::<f64>() / n)
+            .collect();
+        let std = (0..width)
+            .map(|j| {
+                let var = rows
+                    .iter()
+                    .map(|r| (r[j] as f64 - mean[j]).powi(2))
+                    .sum::<f64>()
+                    / n;
+                // A constant feature carries no information; leave it unscaled.
+                if var > 1e-24 {
+                    var.sqrt()
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        Self { mean, std }
+    }
+
+    pub fn apply(&self, values: &[f32]) -> Vec<f64> {
+        values
+            .iter()
+            .zip(self.mean.iter().zip(&self.std))
+            .map(|(&v, (m, s))| (v as f64 - m) / s)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClassifierModel {
+    Svm { svm: Svm<f64, bool> },
+    Logistic { weights: Vec<f64>, intercept: f64 },
+}
+
+/// What `adainfer train` measured, kept in the file for reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSummary {
+    pub data: String,
+    pub train_rows: usize,
+    pub holdout_rows: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub exit_rate: f64,
+    pub mean_exit_layer: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Classifier {
+    pub format: u32,
+    pub identity: ModelIdentity,
+    pub features: Vec<String>,
+    /// `final` (paper eq. 1) or `gold`.
+    pub label: String,
+    /// The probe's token subset when the rows were collected (`None`: full vocabulary).
+    pub label_tokens: Option<Vec<u32>>,
+    pub scaler: Scaler,
+    pub model: ClassifierModel,
+    pub training: Option<TrainingSummary>,
+}
+
+impl Classifier {
+    pub fn kind(&self) -> &'static str {
+        match self.model {
+            ClassifierModel::Svm { .. } => "svm",
+            ClassifierModel::Logistic { .. } => "logistic",
+        }
+    }
+
+    /// Where a row falls: the SVM's decision value, or the logistic probability of "exit".
+    pub fn score(&self, values: &[f32]) -> f64 {
+        let x = Array1::from(self.scaler.apply(values));
+        match &self.model {
+            ClassifierModel::Svm { svm } => svm.weighted_sum(&x) - svm.rho,
+            ClassifierModel::Logistic { weights, intercept } => {
+                let z: f64 = weights.iter().zip(&x).map(|(w, v)| w * v).sum::<f64>() + intercept;
+                1.0 / (1.0 + (-z).exp())
+            }
+        }
+    }
+
+    /// The score at which the classifier says "exit" unless the config sets another.
+    pub fn default_threshold(&self) -> f64 {
+        match self.model {
+            ClassifierModel::Svm { .. } => 0.0,
+            ClassifierModel::Logistic { .. } => 0.5,
+        }
+    }
+
+    pub fn predict(&self, values: &[f32]) -> bool {
+        self.score(values) >= self.default_threshold()
+    }
+
+    /// Write as JSON through a temporary file, so a crash never leaves half a classifier.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        write_atomically(path, text.as_bytes())
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read classifier {}", path.display()))?;
+        let c: Classifier = serde_json::from_str(&text)
+            .with_context(|| format!("invalid classifier file {}", path.display()))?;
+        if c.format != FORMAT_VERSION {
+            bail!(
+                "classifier {} has format {}, this build reads format {FORMAT_VERSION}",
+                path.display(),
+                c.format
+            );
+        }
+        if c.scaler.mean.len() != c.features.len() || c.scaler.std.len() != c.features.len() {
+            bail!(
+                "classifier {}: scaler covers {} features, the file lists {}",
+                path.display(),
+                c.scaler.mean.len(),
+                c.features.len()
+            );
+        }
+        Ok(c)
+    }
+
+    /// Refuse to run for another model, feature list or probe subset; names the field.
+    pub fn check_compatible(
+        &self,
+        identity: &ModelIdentity,
+        features: &[String],
+        label_tokens: Option<&[u32]>,
+    ) -> Result<()> {
+        self.identity.check_matches(identity)?;
+        if self.features != features {
+            bail!(
+                "made for features = {:?}, but the config selects features = {:?}",
+                self.features,
+                features
+            );
+        }
+        if self.label_tokens.as_deref() != label_tokens {
+            bail!(
+                "made for label_tokens = {:?}, but the config has label_tokens = {:?}",
+                self.label_tokens,
+                label_tokens
+            );
+        }
+        Ok(())
+    }
+}
+
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn matrix(rows: &[Vec<f64>]) -> Result<Array2<f64>> {
+    let width = rows.first().map_or(0, Vec::len);
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    Ok(Array2::from_shape_vec((rows.len(), width), flat)?)
+}
+
+/// Fit an SVM on scaled rows (labels: true = exit is safe).
+pub fn fit_svm(x: &[Vec<f64>], y: &[bool], p: &SvmTrainParams) -> Result<ClassifierModel> {
+    let dataset = Dataset::new(matrix(x)?, Array1::from(y.to_vec()));
+    let params = Svm::<f64, bool>::params().pos_neg_weights(p.c, p.c);
+    let params = match p.kernel.as_str() {
+        "gaussian" => params.gaussian_kernel(p.gaussian_eps),
+        "linear" => params.linear_kernel(),
+        other => bail!("[train.svm] kernel = {other:?}: expected \"gaussian\" or \"linear\""),
+    };
+    let svm = params.fit(&dataset).context("SVM training failed")?;
+    Ok(ClassifierModel::Svm { svm })
+}
+
+/// Fit an L2-regularised logistic regression on scaled rows.
+pub fn fit_logistic(
+    x: &[Vec<f64>],
+    y: &[bool],
+    p: &LogisticTrainParams,
+) -> Result<ClassifierModel> {
+    let dataset = Dataset::new(matrix(x)?, Array1::from(y.to_vec()));
+    let fitted = LogisticRegression::default()
+        .alpha(p.alpha)
+        .max_iterations(p.max_iterations)
+        .fit(&dataset)
+        .context("logistic regression training failed")?;
+    // linfa maps the larger class (true) to the positive label; keep the sign explicit anyway.
+    let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+    Ok(ClassifierModel::Logistic {
+        weights: fitted.params().iter().map(|w| sign * w).collect(),
+        intercept: sign * fitted.intercept(),
+    })
+}

@@ -1,0 +1,528 @@
+//! The plugin's TOML config: `[model]`, `[features]`, `[policy]` (+ one table per policy kind, so
+//! one file serves every arm), `[limits]` and `[train]`. Unknown keys are errors; relative paths
+//! resolve against the config file's directory. `--set section.key=value` overrides any value;
+//! `--set policy.KEY=V` is shorthand for the active kind's table (`policy.<kind>.KEY`).
+
+use crate::{Engine, LoadOptions};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub model: ModelSection,
+    #[serde(default)]
+    pub features: FeaturesSection,
+    #[serde(default)]
+    pub policy: PolicySection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub train: TrainSection,
+    /// The file this came from (for messages), not a TOML key.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub path: PathBuf,
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesSection {
+    /// Feature names, in the order classifiers see them (see `features::FEATURE_NAMES`).
+    #[serde(default = "default_features")]
+    pub names: Vec<String>,
+    /// Probe only these token ids (a task's answer set): cheap with a large vocabulary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_tokens: Option<Vec<u32>>,
+}
+
+fn default_features() -> Vec<String> {
+    vec!["gap".into(), "top_prob".into()]
+}
+
+impl Default for FeaturesSection {
+    fn default() -> Self {
+        Self {
+            names: default_features(),
+            label_tokens: None,
+        }
+    }
+}
+
+/// `kind` picks the active policy; each kind reads its own table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub gap_threshold: ThresholdParams,
+    #[serde(default = "top_prob_default")]
+    pub top_prob_threshold: ThresholdParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svm: Option<ClassifierParams>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logistic: Option<ClassifierParams>,
+    #[serde(default)]
+    pub shortgpt: ShortGptParams,
+    #[serde(default)]
+    pub unified_skip: UnifiedSkipParams,
+}
+
+fn default_kind() -> String {
+    "gap_threshold".into()
+}
+
+fn top_prob_default() -> ThresholdParams {
+    ThresholdParams { threshold: 0.9 }
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        Self {
+            kind: default_kind(),
+            gap_threshold: ThresholdParams::default(),
+            top_prob_threshold: top_prob_default(),
+            svm: None,
+            logistic: None,
+            shortgpt: ShortGptParams::default(),
+            unified_skip: UnifiedSkipParams::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdParams {
+    /// Exit once the feature reaches this value (the paper's θ = 0.8 for `gap`).
+    pub threshold: f32,
+}
+
+impl Default for ThresholdParams {
+    fn default() -> Self {
+        Self { threshold: 0.8 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierParams {
+    /// A file written by `adainfer train`.
+    pub classifier: PathBuf,
+    /// Exit when the classifier's score reaches this (logistic: probability, default 0.5;
+    /// svm: decision value, default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShortGptParams {
+    /// How many layers to drop.
+    #[serde(default = "one")]
+    pub layers: usize,
+    /// `last` (drop the last N) or `block_influence` (drop the N with the lowest BI).
+    #[serde(default = "default_by")]
+    pub by: String,
+    /// Calibration prompts for `block_influence`: a task name (`sst2`, `agnews`) …
+    #[serde(default = "default_calibration_task")]
+    pub calibration_task: String,
+    /// … and how many of its train prompts.
+    #[serde(default = "default_calibration_limit")]
+    pub calibration_limit: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_by() -> String {
+    "last".into()
+}
+fn default_calibration_task() -> String {
+    "sst2".into()
+}
+fn default_calibration_limit() -> usize {
+    16
+}
+
+impl Default for ShortGptParams {
+    fn default() -> Self {
+        Self {
+            layers: 1,
+            by: default_by(),
+            calibration_task: default_calibration_task(),
+            calibration_limit: default_calibration_limit(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnifiedSkipParams {
+    /// Wanted speedup in layers run (dense layers / layers run), ≥ 1.
+    pub target_speedup: f64,
+}
+
+impl Default for UnifiedSkipParams {
+    fn default() -> Self {
+        Self {
+            target_speedup: 1.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Never exit before this layer (counted from 1; 0 or 1 = no limit).
+    #[serde(default)]
+    pub min_layer: usize,
+    /// Never exit while the probe's top-1 probability is below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_confidence: Option<f32>,
+}
+
+/// Hyper-parameters of `adainfer train`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Share of prompts held out for the printed precision/recall.
+    #[serde(default = "default_holdout")]
+    pub holdout: f64,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub svm: SvmTrainParams,
+    #[serde(default)]
+    pub logistic: LogisticTrainParams,
+}
+
+fn default_holdout() -> f64 {
+    0.2
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            holdout: default_holdout(),
+            seed: 0,
+            svm: SvmTrainParams::default(),
+            logistic: LogisticTrainParams::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SvmTrainParams {
+    /// Soft-margin C (both classes; imbalance is handled by balanced subsampling).
+    #[serde(default = "default_c")]
+    pub c: f64,
+    /// `gaussian` (RBF) or `linear`.
+    #[serde(default = "default_kernel")]
+    pub kernel: String,
+    /// Gaussian kernel width: k(x, y) = exp(−‖x − y‖² / eps).
+    #[serde(default = "default_gaussian_eps")]
+    pub gaussian_eps: f64,
+    /// Train on at most this many rows (the kernel matrix grows with its square).
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+}
+
+fn default_c() -> f64 {
+    1.0
+}
+fn default_kernel() -> String {
+    "gaussian".into()
+}
+fn default_gaussian_eps() -> f64 {
+    2.0
+}
+fn default_max_rows() -> usize {
+    3000
+}
+
+impl Default for SvmTrainParams {
+    fn default() -> Self {
+        Self {
+            c: default_c(),
+            kernel: default_kernel(),
+            gaussian_eps: default_gaussian_eps(),
+            max_rows: default_max_rows(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogisticTrainParams {
+    /// L2 regularisation strength.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    #[serde(default = "default_max_iterations")]
+    pub max_iterations: u64,
+}
+
+fn default_alpha() -> f64 {
+    1.0
+}
+fn default_max_iterations() -> u64 {
+    200
+}
+
+impl Default for LogisticTrainParams {
+    fn default() -> Self {
+        Self {
+            alpha: default_alpha(),
+            max_iterations: default_max_iterations(),
+        }
+    }
+}
+
+/// Keys holding paths: relative values from the file resolve against its directory, relative
+/// values from `--set` against the working directory.
+const PATH_KEYS: [&str; 3] = [
+    "model.path",
+    "policy.svm.classifier",
+    "policy.logistic.classifier",
+];
+
+impl PluginConfig {
+    /// Read `path` and apply `overrides` (`section.key=value`, the value in TOML syntax or a
+    /// bare string).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read plugin config {}", path.display()))?;
+        Self::parse(&text, path, overrides)
+    }
+
+    /// Parse config text as if read from `source` (relative paths resolve against its folder).
+    pub fn parse(text: &str, source: &Path, overrides: &[String]) -> Result<Self> {
+        // Parse the text as written first, so errors point at the file's own lines.
+        toml::from_str::<PluginConfig>(text)
+            .with_context(|| format!("invalid plugin config {}", source.display()))?;
+        let mut doc: toml::Table = toml::from_str(text)
+            .with_context(|| format!("invalid plugin config {}", source.display()))?;
+        let base = source.parent().unwrap_or(Path::new("."));
+        for key in PATH_KEYS {
+            resolve_path_at(&mut doc, key, base);
+        }
+        if !overrides.is_empty() {
+            apply_overrides(&mut doc, overrides)?;
+        }
+        let mut config: PluginConfig = toml::Table::try_into(doc).with_context(|| {
+            format!(
+                "invalid plugin config {} after --set {}",
+                source.display(),
+                overrides.join(" --set ")
+            )
+        })?;
+        config.source = source.to_path_buf();
+        Ok(config)
+    }
+
+    pub fn model_dir(&self) -> &Path {
+        &self.model.path
+    }
+
+    pub fn load_options(&self) -> Result<LoadOptions> {
+        LoadOptions::from_names(&self.model.dtype, &self.model.device)
+            .with_context(|| format!("[model] in {}", self.source.display()))
+    }
+}
+
+/// Load the config's model (or `model_override`, the `--model DIR` flag).
+pub fn load_engine(config: &PluginConfig, model_override: Option<&Path>) -> Result<Engine> {
+    let dir = model_override.unwrap_or(config.model_dir());
+    Engine::load(dir, &config.load_options()?).with_context(|| {
+        format!(
+            "cannot load the model of plugin config {}",
+            config.source.display()
+        )
+    })
+}
+
+fn resolve_path_at(doc: &mut toml::Table, dotted: &str, base: &Path) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut table = doc;
+    for part in parts {
+        match table.get_mut(part) {
+            Some(toml::Value::Table(t)) => table = t,
+            _ => return,
+        }
+    }
+    if let Some(toml::Value::String(s)) = table.get_mut(last) {
+        let p = Path::new(s.as_str());
+        if p.is_relative() {
+            *s = base.join(p).to_string_lossy().into_owned();
+        }
+    }
+}
+
+/// The kinds that own a table under `[policy]`.
+const KIND_TABLES: [&str; 6] = [
+    "gap_threshold",
+    "top_prob_threshold",
+    "svm",
+    "logistic",
+    "shortgpt",
+    "unified_skip",
+];
+
+fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Result<()> {
+    let parsed = overrides
+        .iter()
+        .map(|o| {
+            let (key, value) = o
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--set {o:?}: expected section.key=value"))?;
+            Ok((key.trim().to_string(), parse_value(value.trim())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // `policy.kind` first, so shorthands below follow the kind the command line picked.
+    let (kind_first, rest): (Vec<_>, Vec<_>) =
+        parsed.into_iter().partition(|(k, _)| k == "policy.kind");
+    for (key, value) in kind_first.into_iter().chain(rest) {
+        let key = expand_policy_shorthand(doc, &key);
+        let value = match value {
+            toml::Value::String(s) if PATH_KEYS.contains(&key.as_str()) => {
+                let p = PathBuf::from(&s);
+                let abs = if p.is_relative() {
+                    std::env::current_dir()?.join(p)
+                } else {
+                    p
+                };
+                toml::Value::String(abs.to_string_lossy().into_owned())
+            }
+            v => v,
+        };
+        set_dotted(doc, &key, value)?;
+    }
+    Ok(())
+}
+
+/// `policy.threshold` → `policy.<active kind>.threshold`.
+fn expand_policy_shorthand(doc: &toml::Table, key: &str) -> String {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() == 2 && parts[0] == "policy" && parts[1] != "kind" {
+        if !KIND_TABLES.contains(&parts[1]) {
+            let kind = doc
+                .get("policy")
+                .and_then(|p| p.get("kind"))
+                .and_then(|k| k.as_str())
+                .unwrap_or("gap_threshold");
+            return format!("policy.{kind}.{}", parts[1]);
+        }
+    }
+    key.to_string()
+}
+
+/// A `--set` value: TOML (`0.6`, `true`, `["gap"]`, `"text"`) or else a bare string.
+fn parse_value(text: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {text}")) {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(text.into())),
+        Err(_) => toml::Value::String(text.into()),
+    }
+}
+
+fn set_dotted(doc: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+        bail!("--set {key}: expected section.key=value");
+    }
+    let mut table = doc;
+    for part in &parts[..parts.len() - 1] {
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => bail!("--set {key}: {part} is a value, not a section"),
+        };
+    }
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[model]
+path = "../models/m"
+
+[policy]
+kind = "gap_threshold"
+
+[policy.gap_threshold]
+threshold = 0.7
+"#;
+
+    fn parse(text: &str, sets: &[&str]) -> Result<PluginConfig> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        PluginConfig::parse(text, Path::new("/cfg/dir/c.toml"), &sets)
+    }
+
+    #[test]
+    fn relative_model_path_resolves_against_the_config() {
+        let c = parse(BASE, &[]).unwrap();
+        assert_eq!(c.model_dir(), Path::new("/cfg/dir/../models/m"));
+        assert_eq!(c.policy.gap_threshold.threshold, 0.7);
+        assert_eq!(c.features.names, vec!["gap", "top_prob"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse(&format!("{BASE}\n[limits]\nmin_layr = 3\n"), &[]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("min_layr") && msg.contains("/cfg/dir/c.toml"),
+            "{msg}"
+        );
+        let err = parse(BASE, &["limits.bogus=1"]).unwrap_err();
+        assert!(format!("{err:#}").contains("bogus"), "{err:#}");
+    }
+
+    #[test]
+    fn policy_shorthand_follows_the_active_kind() {
+        let c = parse(BASE, &["policy.threshold=0.6"]).unwrap();
+        assert_eq!(c.policy.gap_threshold.threshold, 0.6);
+        let c = parse(
+            BASE,
+            &["policy.threshold=0.95", "policy.kind=top_prob_threshold"],
+        )
+        .unwrap();
+        assert_eq!(c.policy.kind, "top_prob_threshold");
+        assert_eq!(c.policy.top_prob_threshold.threshold, 0.95);
+        assert_eq!(c.policy.gap_threshold.threshold, 0.7);
+        let c = parse(BASE, &["limits.min_layer=4", "features.names=[\"gap\"]"]).unwrap();
+        assert_eq!(c.limits.min_layer, 4);
+        assert_eq!(c.features.names, vec!["gap"]);
+    }
+
+    #[test]
+    fn bad_override_syntax_is_an_error() {
+        assert!(parse(BASE, &["limits.min_layer"]).is_err());
+        assert!(parse(BASE, &["model.path.x=1"]).is_err());
+    }
+}

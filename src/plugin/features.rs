@@ -1,0 +1,211 @@
+//! Per-layer features of the last token, read from a [`LayerView`].
+//!
+//! - `gap`, `top_prob`, `entropy`: from the LM-head probe (over `label_tokens` when given).
+//! - `cos_hidden`: cosine of this layer's output with its input, i.e. with the previous layer's
+//!   hidden state (layer 1 compares with the embedding). `1 − cos_hidden` is ShortGPT's Block
+//!   Influence.
+//! - `cos_attn`, `cos_mlp`: cosine of this layer's attention / MLP output with the previous
+//!   layer that ran. Layer 1 has none and gets 0.
+//!
+//! A zero vector makes a cosine NaN; policies treat any NaN feature as "continue".
+
+use crate::hook::LayerView;
+use anyhow::{bail, Result};
+
+pub const FEATURE_NAMES: [&str; 6] = [
+    "gap",
+    "top_prob",
+    "cos_hidden",
+    "cos_attn",
+    "cos_mlp",
+    "entropy",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    Gap,
+    TopProb,
+    CosHidden,
+    CosAttn,
+    CosMlp,
+    Entropy,
+}
+
+impl Feature {
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "gap" => Self::Gap,
+            "top_prob" => Self::TopProb,
+            "cos_hidden" => Self::CosHidden,
+            "cos_attn" => Self::CosAttn,
+            "cos_mlp" => Self::CosMlp,
+            "entropy" => Self::Entropy,
+            _ => bail!(
+                "unknown feature {name:?}; valid features: {}",
+                FEATURE_NAMES.join(", ")
+            ),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        FEATURE_NAMES[self as usize]
+    }
+}
+
+/// One layer's features, plus the probe summary every policy may use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureRow {
+    /// Counted from 1.
+    pub layer: usize,
+    pub num_layers: usize,
+    /// The selected features, in the extractor's order.
+    pub values: Vec<f32>,
+    pub top1: u32,
+    pub top_prob: f32,
+    pub gap: f32,
+}
+
+impl FeatureRow {
+    pub fn has_nan(&self) -> bool {
+        self.values.iter().any(|v| v.is_nan()) || self.top_prob.is_nan() || self.gap.is_nan()
+    }
+}
+
+/// Turns layer views into feature rows. Keeps the previous layer's branch outputs for the
+/// cosine features, so call [`FeatureExtractor::reset`] before each pass.
+#[derive(Debug, Clone)]
+pub struct FeatureExtractor {
+    features: Vec<Feature>,
+    label_tokens: Option<Vec<u32>>,
+    previous_attn: Option<Vec<f32>>,
+    previous_mlp: Option<Vec<f32>>,
+}
+
+impl FeatureExtractor {
+    pub fn new(names: &[String], label_tokens: Option<Vec<u32>>) -> Result<Self> {
+        if names.is_empty() {
+            bail!(
+                "no features selected; valid features: {}",
+                FEATURE_NAMES.join(", ")
+            );
+        }
+        let features = names
+            .iter()
+            .map(|n| Feature::parse(n))
+            .collect::<Result<Vec<_>>>()?;
+        if matches!(&label_tokens, Some(ids) if ids.is_empty()) {
+            bail!("label_tokens is empty: list the answer token ids, or leave it out");
+        }
+        Ok(Self {
+            features,
+            label_tokens,
+            previous_attn: None,
+            previous_mlp: None,
+        })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.features.iter().map(|f| f.name().to_string()).collect()
+    }
+
+    pub fn label_tokens(&self) -> Option<&[u32]> {
+        self.label_tokens.as_deref()
+    }
+
+    pub fn reset(&mut self) {
+        self.previous_attn = None;
+        self.previous_mlp = None;
+    }
+
+    pub fn extract(&mut self, view: &mut LayerView<'_>) -> Result<FeatureRow> {
+        let wants = |f: Feature| self.features.contains(&f);
+        let cos_hidden = if wants(Feature::CosHidden) {
+            cosine(
+                &LayerView::last_token(view.hidden)?,
+                &LayerView::last_token(view.input)?,
+            )
+        } else {
+            0.0
+        };
+        let cos_attn = if wants(Feature::CosAttn) {
+            let now = LayerView::last_token(view.attn_out)?;
+            let c = self.previous_attn.as_ref().map_or(0.0, |p| cosine(&now, p));
+            self.previous_attn = Some(now);
+            c
+        } else {
+            0.0
+        };
+        let cos_mlp = if wants(Feature::CosMlp) {
+            let now = LayerView::last_token(view.mlp_out)?;
+            let c = self.previous_mlp.as_ref().map_or(0.0, |p| cosine(&now, p));
+            self.previous_mlp = Some(now);
+            c
+        } else {
+            0.0
+        };
+        let (layer, num_layers) = (view.number(), view.num_layers);
+        let probe = match &self.label_tokens {
+            Some(ids) => view.probe_tokens(ids)?,
+            None => view.probe()?,
+        };
+        let values = self
+            .features
+            .iter()
+            .map(|f| match f {
+                Feature::Gap => probe.gap(),
+                Feature::TopProb => probe.top_prob(),
+                Feature::Entropy => probe.entropy(),
+                Feature::CosHidden => cos_hidden,
+                Feature::CosAttn => cos_attn,
+                Feature::CosMlp => cos_mlp,
+            })
+            .collect();
+        Ok(FeatureRow {
+            layer,
+            num_layers,
+            values,
+            top1: probe.top1(),
+            top_prob: probe.top_prob(),
+            gap: probe.gap(),
+        })
+    }
+}
+
+/// Cosine similarity; NaN when either vector is zero.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        dot += x as f64 * y as f64;
+        na += x as f64 * x as f64;
+        nb += y as f64 * y as f64;
+    }
+    (dot / (na.sqrt() * nb.sqrt())) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_feature_lists_the_valid_ones() {
+        let err = FeatureExtractor::new(&["gap".into(), "gapp".into()], None).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("\"gapp\"") && msg.contains("cos_mlp"), "{msg}");
+        assert!(FeatureExtractor::new(&[], None).is_err());
+        assert!(FeatureExtractor::new(&["gap".into()], Some(vec![])).is_err());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for name in FEATURE_NAMES {
+            assert_eq!(Feature::parse(name).unwrap().name(), name);
+        }
+    }
+
+    #[test]
+    fn cosine_values() {
+        assert!((cosine(&[1.0, 0.0], &[2.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 3.0]).abs() < 1e-6);
+        assert!(cosine(&[0.0, 0.0], &[1.0, 0.0]).is_nan());
+    }
+}
