@@ -200,3 +200,25 @@ fn nan_features_fall_back_to_continuing() {
     assert_eq!(hook.stats().nan_fallbacks, 2);
     assert_eq!(hook.stats().guard_vetoes, 1);
 }
+
+#[test]
+fn every_shipped_config_runs_on_the_vendored_model() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugin-configs");
+    let engine = engine();
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let c = PluginConfig::load(&path, &[]).unwrap();
+        // Checked-in classifiers must match the vendored model (identity, features).
+        let mut hook = AdaInfer::from_config(&c, &engine)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        run(&engine, &mut hook, PROMPTS[0]);
+        assert_eq!(hook.stats().passes, 1);
+        seen.push(c.policy.kind.clone());
+    }
+    seen.sort();
+    assert_eq!(seen, ["gap_threshold", "logistic", "svm", "unified_skip"]);
+}

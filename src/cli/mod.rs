@@ -1,8 +1,10 @@
 //! The `adainfer` command line: a thin layer over the library, one file per subcommand.
 
 mod bench;
+mod collect;
 mod generate;
 mod inspect;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -27,6 +29,10 @@ enum Command {
     Inspect(inspect::Args),
     /// Time dense prefill and decode (and stock mistral.rs with the `mistralrs` feature).
     Bench(bench::Args),
+    /// Run task prompts densely and write one training row per (prompt, layer).
+    Collect(collect::Args),
+    /// Fit an exit classifier (svm or logistic) on collected rows.
+    Train(train::Args),
 }
 
 /// Where the model comes from and how it is loaded; shared by every subcommand.
@@ -77,5 +83,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Collect(a) => collect::run(a),
+        Command::Train(a) => train::run(a),
     }
 }

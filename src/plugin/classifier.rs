@@ -9,7 +9,7 @@ use super::config::{LogisticTrainParams, SvmTrainParams};
 use crate::engine::ModelIdentity;
 use anyhow::{bail, Context, Result};
 use linfa::prelude::*;
-use linfa_logistic::LogisticRegression;
+use linfa_logistic::{FittedLogisticRegression, LogisticRegression};
 use linfa_svm::Svm;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
@@ -222,10 +222,129 @@ pub fn fit_logistic(
         .max_iterations(p.max_iterations)
         .fit(&dataset)
         .context("logistic regression training failed")?;
+    Ok(logistic_model(&fitted))
+}
+
+/// Our stored form of a fitted linfa logistic regression: P(exit) = σ(w·x + b).
+fn logistic_model(fitted: &FittedLogisticRegression<f64, bool>) -> ClassifierModel {
     // linfa maps the larger class (true) to the positive label; keep the sign explicit anyway.
     let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
-    Ok(ClassifierModel::Logistic {
+    ClassifierModel::Logistic {
         weights: fitted.params().iter().map(|w| sign * w).collect(),
         intercept: sign * fitted.intercept(),
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// Two overlapping blobs: exit rows have a larger gap and top_prob.
+    fn rows(n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<bool>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|i| {
+                let exit = i % 2 == 0;
+                let shift = if exit { 0.3 } else { 0.0 };
+                let gap = shift + rng.random::<f32>() * 0.6;
+                let top = shift + 0.2 + rng.random::<f32>() * 0.5;
+                (vec![gap, top], exit)
+            })
+            .unzip()
+    }
+
+    fn identity() -> ModelIdentity {
+        ModelIdentity {
+            architecture: "llama".into(),
+            num_layers: 12,
+            hidden_size: 192,
+            vocab_size: 4096,
+            weights_fingerprint: "abc".into(),
+        }
+    }
+
+    fn wrap(scaler: Scaler, model: ClassifierModel) -> Classifier {
+        Classifier {
+            format: FORMAT_VERSION,
+            identity: identity(),
+            features: vec!["gap".into(), "top_prob".into()],
+            label: "final".into(),
+            label_tokens: None,
+            scaler,
+            model,
+            training: None,
+        }
+    }
+
+    fn save_and_load(c: &Classifier, name: &str) -> Classifier {
+        let path =
+            std::env::temp_dir().join(format!("adainfer-{name}-{}.json", std::process::id()));
+        c.save(&path).unwrap();
+        let loaded = Classifier::load(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        loaded
+    }
+
+    #[test]
+    fn linfa_predictions_survive_save_and_load() {
+        let (train_x, train_y) = rows(300, 1);
+        let (test_x, _) = rows(200, 2);
+        let scaler = Scaler::fit(&train_x);
+        let x: Vec<Vec<f64>> = train_x.iter().map(|v| scaler.apply(v)).collect();
+        let scaled_test =
+            matrix(&test_x.iter().map(|v| scaler.apply(v)).collect::<Vec<_>>()).unwrap();
+        let dataset = Dataset::new(matrix(&x).unwrap(), Array1::from(train_y.clone()));
+
+        let fitted = LogisticRegression::default().fit(&dataset).unwrap();
+        let linfa_says: Vec<bool> = fitted.predict(&scaled_test).to_vec();
+        let loaded = save_and_load(&wrap(scaler.clone(), logistic_model(&fitted)), "logistic");
+        let ours: Vec<bool> = test_x.iter().map(|v| loaded.predict(v)).collect();
+        assert_eq!(ours, linfa_says);
+        assert!(ours.iter().any(|&p| p) && ours.iter().any(|&p| !p));
+
+        let model = fit_svm(&x, &train_y, &SvmTrainParams::default()).unwrap();
+        let ClassifierModel::Svm { svm } = &model else {
+            unreachable!()
+        };
+        let linfa_says: Vec<bool> = svm.predict(&scaled_test).to_vec();
+        let before = wrap(scaler, model.clone());
+        let loaded = save_and_load(&before, "svm");
+        // JSON may move a float by its last bit; the predictions are what must not move.
+        assert_eq!(loaded.features, before.features);
+        let ours: Vec<bool> = test_x.iter().map(|v| loaded.predict(v)).collect();
+        assert_eq!(ours, linfa_says);
+        assert!(ours.iter().any(|&p| p) && ours.iter().any(|&p| !p));
+    }
+
+    #[test]
+    fn another_model_or_feature_list_is_refused_by_name() {
+        let (x, y) = rows(40, 3);
+        let scaler = Scaler::fit(&x);
+        let scaled: Vec<Vec<f64>> = x.iter().map(|v| scaler.apply(v)).collect();
+        let c = wrap(
+            scaler,
+            fit_logistic(&scaled, &y, &LogisticTrainParams::default()).unwrap(),
+        );
+        let features = c.features.clone();
+        c.check_compatible(&identity(), &features, None).unwrap();
+        let mut other = identity();
+        other.num_layers = 24;
+        let msg = c
+            .check_compatible(&other, &features, None)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("num_layers"), "{msg}");
+        let msg = c
+            .check_compatible(&identity(), &["gap".into()], None)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("features"), "{msg}");
+        let msg = c
+            .check_compatible(&identity(), &features, Some(&[275, 289]))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("label_tokens"), "{msg}");
+    }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod features;
 pub mod lens;
 pub mod policy;
+pub mod training;
 
 pub use adainfer::{AdaInfer, ExitStats};
 pub use config::{load_engine, PluginConfig};

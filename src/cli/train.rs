@@ -1,0 +1,51 @@
+use super::PluginArgs;
+use adainfer::plugin::config::TrainSection;
+use adainfer::plugin::training::{read_data, train};
+use anyhow::Result;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Rows written by `adainfer collect`.
+    #[arg(long)]
+    data: PathBuf,
+    /// svm or logistic.
+    #[arg(long)]
+    classifier: String,
+    /// Where to write the classifier (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// Hyper-parameters come from the config's [train] section (defaults without one).
+    #[command(flatten)]
+    plugin: PluginArgs,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let params = match a.plugin.load()? {
+        Some(c) => c.train,
+        None => TrainSection::default(),
+    };
+    let (header, rows) = read_data(&a.data)?;
+    let name = a.data.display().to_string();
+    let (classifier, report) = train(&header, &rows, &a.classifier, &params, &name)?;
+    classifier.save(&a.out)?;
+    let s = &report.summary;
+    println!(
+        "{} on features {:?}: trained on {} balanced rows (of {}) from {} prompts",
+        a.classifier, header.features, s.train_rows, report.available_rows, report.train_prompts
+    );
+    println!(
+        "held out {} prompts ({} rows): precision {:.3}, recall {:.3} (class: exit, label {})",
+        report.holdout_prompts, s.holdout_rows, s.precision, s.recall, header.label
+    );
+    println!(
+        "implied on held-out prompts: {:.1}% exit before layer {}, mean exit layer {:.2}, \
+         {:.1}% of exits at a label-1 layer",
+        100.0 * s.exit_rate,
+        header.identity.num_layers,
+        s.mean_exit_layer,
+        100.0 * report.exit_precision
+    );
+    println!("wrote {}", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! collect → train → save → load → run, on the vendored task model and SST-2 train prompts.
+
+mod common;
+
+use adainfer::engine::Outputs;
+use adainfer::eval::tasks::{answer_text, load_examples, prompt, Split, Task};
+use adainfer::plugin::classifier::Classifier;
+use adainfer::plugin::config::TrainSection;
+use adainfer::plugin::features::FeatureExtractor;
+use adainfer::plugin::training::{
+    collect_rows, read_data, train, write_data, CollectPrompt, DataHeader,
+};
+use adainfer::plugin::{load_engine, AdaInfer, PluginConfig};
+use adainfer::{Engine, LoadOptions};
+use std::path::{Path, PathBuf};
+
+fn config(sets: &[String]) -> PluginConfig {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("plugin-configs/tiny-llama-sst2-agnews-gap_threshold.toml");
+    PluginConfig::load(&path, sets).unwrap()
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("adainfer-{}-{name}", std::process::id()))
+}
+
+fn prompts(engine: &Engine, n: usize) -> Vec<CollectPrompt> {
+    load_examples(Task::Sst2, Split::Train, Some(n))
+        .unwrap()
+        .iter()
+        .map(|e| CollectPrompt {
+            id: e.id.clone(),
+            text: prompt(e),
+            gold_token: engine
+                .tokenizer
+                .encode(answer_text(&e.label_word).as_str(), false)
+                .unwrap()
+                .get_ids()
+                .first()
+                .copied(),
+        })
+        .collect()
+}
+
+fn collect(
+    engine: &Engine,
+    gold: bool,
+) -> (DataHeader, Vec<adainfer::plugin::training::TrainingRow>) {
+    let c = config(&[]);
+    let features = FeatureExtractor::new(&c.features.names, None).unwrap();
+    let rows = collect_rows(engine, features, &prompts(engine, 60), gold).unwrap();
+    let header = DataHeader {
+        identity: engine.identity.clone(),
+        features: c.features.names.clone(),
+        label: if gold { "gold" } else { "final" }.into(),
+        label_tokens: None,
+        task: "sst2".into(),
+        split: "train".into(),
+    };
+    (header, rows)
+}
+
+#[test]
+fn classifiers_reproduce_their_predictions_after_save_and_load() {
+    let engine = load_engine(&config(&[]), None).unwrap();
+    let (header, rows) = collect(&engine, false);
+    assert_eq!(rows.len(), 60 * 12);
+    // Final-layer rows are label 1 by definition.
+    assert!(rows.iter().filter(|r| r.layer == 12).all(|r| r.label == 1));
+    assert!(rows.iter().any(|r| r.label == 0));
+    let data = temp("rows.jsonl");
+    write_data(&data, &header, &rows).unwrap();
+    let (header_back, rows_back) = read_data(&data).unwrap();
+    assert_eq!((&header_back, &rows_back), (&header, &rows));
+
+    let params = TrainSection {
+        holdout: 0.25,
+        ..TrainSection::default()
+    };
+    for kind in ["svm", "logistic"] {
+        let (classifier, report) = train(&header, &rows, kind, &params, "rows").unwrap();
+        assert_eq!(report.holdout_prompts, 15);
+        assert!((0.0..=1.0).contains(&report.summary.precision));
+        let path = temp(&format!("{kind}.json"));
+        classifier.save(&path).unwrap();
+        let loaded = Classifier::load(&path).unwrap();
+        let before: Vec<bool> = rows
+            .iter()
+            .map(|r| classifier.predict(&r.features))
+            .collect();
+        let after: Vec<bool> = rows.iter().map(|r| loaded.predict(&r.features)).collect();
+        assert_eq!(before, after, "{kind}");
+        assert!(
+            before.iter().any(|&p| p) && before.iter().any(|&p| !p),
+            "{kind}"
+        );
+
+        // The policy runs from a config that points at the file.
+        let c = config(&[
+            format!("policy.kind={kind}"),
+            format!("policy.classifier={}", path.display()),
+        ]);
+        let mut hook = AdaInfer::from_config(&c, &engine).unwrap();
+        assert_eq!(hook.policy_name(), kind);
+        let ids = engine
+            .encode("Q: a gripping , funny and moving film .\nA:")
+            .unwrap();
+        let mut cache = engine.model.new_cache();
+        engine
+            .model
+            .forward(&ids, &mut cache, Some(&mut hook), Outputs::LastToken)
+            .unwrap();
+        assert_eq!(hook.stats().passes, 1);
+
+        // Another feature list is refused, naming the field.
+        let mut sets = vec![
+            format!("policy.kind={kind}"),
+            format!("policy.classifier={}", path.display()),
+        ];
+        sets.push("features.names=[\"gap\"]".into());
+        let err = AdaInfer::from_config(&config(&sets), &engine)
+            .err()
+            .unwrap();
+        assert!(format!("{err:#}").contains("features"), "{err:#}");
+        std::fs::remove_file(&path).ok();
+    }
+    std::fs::remove_file(&data).ok();
+}
+
+#[test]
+fn classifier_for_another_model_is_refused_naming_the_field() {
+    let engine = load_engine(&config(&[]), None).unwrap();
+    let (header, rows) = collect(&engine, true);
+    // Gold labels differ from final ones where the model is wrong.
+    let (_, final_rows) = collect(&engine, false);
+    assert_ne!(
+        rows.iter().map(|r| r.label).collect::<Vec<_>>(),
+        final_rows.iter().map(|r| r.label).collect::<Vec<_>>()
+    );
+    let (classifier, _) =
+        train(&header, &rows, "logistic", &TrainSection::default(), "rows").unwrap();
+    let path = temp("other.json");
+    classifier.save(&path).unwrap();
+    let sets = vec![
+        "policy.kind=logistic".to_string(),
+        format!("policy.classifier={}", path.display()),
+    ];
+    let reference = Engine::load(
+        &common::shared().join("reference/random-llama"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let err = AdaInfer::from_config(&config(&sets), &reference)
+        .err()
+        .unwrap();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("num_layers") && msg.contains(&path.display().to_string()),
+        "{msg}"
+    );
+
+    let mut tampered = classifier.clone();
+    tampered.identity.weights_fingerprint = "0000".into();
+    tampered.save(&path).unwrap();
+    let err = AdaInfer::from_config(&config(&sets), &engine)
+        .err()
+        .unwrap();
+    assert!(
+        format!("{err:#}").contains("weights_fingerprint"),
+        "{err:#}"
+    );
+    std::fs::remove_file(Path::new(&path)).ok();
+}
