@@ -222,3 +222,47 @@ fn every_shipped_config_runs_on_the_vendored_model() {
     seen.sort();
     assert_eq!(seen, ["gap_threshold", "logistic", "svm", "unified_skip"]);
 }
+
+#[test]
+fn label_tokens_restrict_the_probe_to_the_answer_set() {
+    use adainfer::plugin::features::FeatureExtractor;
+    use adainfer::plugin::training::{collect_rows, CollectPrompt};
+    let engine = engine();
+    let answers = "[275, 289]"; // " positive", " negative"
+    let c = config(&[
+        &format!("features.label_tokens={answers}"),
+        "policy.threshold=0.9",
+    ])
+    .unwrap();
+    let features =
+        FeatureExtractor::new(&c.features.names, c.features.label_tokens.clone()).unwrap();
+    let prompts: Vec<CollectPrompt> = PROMPTS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| CollectPrompt {
+            id: i.to_string(),
+            text: p.to_string(),
+            gold_token: None,
+        })
+        .collect();
+    let rows = collect_rows(&engine, features, &prompts, false).unwrap();
+    let mut hook = AdaInfer::from_config(&c, &engine).unwrap();
+    let mut differs_from_full = false;
+    for (i, prompt) in PROMPTS.iter().enumerate() {
+        let mine: Vec<_> = rows.iter().filter(|r| r.prompt == i.to_string()).collect();
+        // Over two tokens, gap = |p1 − p2| of a two-way softmax.
+        let expected = mine
+            .iter()
+            .find(|r| r.features[0] >= 0.9)
+            .map(|r| r.layer)
+            .filter(|&l| l < 12);
+        let (exit, _, _) = run(&engine, &mut hook, prompt);
+        assert_eq!(exit, expected, "{prompt:?}");
+        let full = lens(&engine, prompt);
+        differs_from_full |= mine
+            .iter()
+            .zip(&full.layers)
+            .any(|(r, l)| (r.features[0] - l.gap).abs() > 1e-3);
+    }
+    assert!(differs_from_full);
+}

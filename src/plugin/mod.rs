@@ -9,6 +9,7 @@ pub mod classifier;
 pub mod config;
 pub mod features;
 pub mod lens;
+mod overrides;
 pub mod policy;
 pub mod training;
 
