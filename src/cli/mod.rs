@@ -2,6 +2,7 @@
 
 mod bench;
 mod collect;
+mod eval;
 mod generate;
 mod inspect;
 mod train;
@@ -33,6 +34,8 @@ enum Command {
     Collect(collect::Args),
     /// Fit an exit classifier (svm or logistic) on collected rows.
     Train(train::Args),
+    /// Dense vs adaptive (and oracle) on a benchmark task: accuracy, layers, FLOPs, wall-clock.
+    Eval(eval::Args),
 }
 
 /// Where the model comes from and how it is loaded; shared by every subcommand.
@@ -85,5 +88,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Collect(a) => collect::run(a),
         Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }

@@ -1,3 +1,14 @@
 //! Evaluation harness: datasets, metrics, A/B runs and reports.
+//!
+//! - [`tasks`] / [`datasets`]: SST-2, AG News, MMLU, CommonsenseQA, SQuAD from `../shared/data`,
+//!   prompts in the paper's template;
+//! - [`metrics`]: accuracy, activated layers, pruning and FLOPs ratios, EM / F1;
+//! - [`ab`]: every arm (dense, a hook, the oracle) on the same prompts;
+//! - [`run`]: one evaluation end to end; [`report`]: JSON and Markdown.
 
+pub mod ab;
+pub mod datasets;
+pub mod metrics;
+pub mod report;
+pub mod run;
 pub mod tasks;

@@ -1,25 +1,56 @@
-//! SST-2 and AG News examples as the task model was trained on them (see
-//! `../shared/models/README.md`): prompt `Q: {x}\nA:`, SST-2 `x` = the sentence stripped, AG News
-//! `x` = `{title}. {description}` with backslashes → spaces, stripped; the gold answer token is
-//! the label word with a leading space. A minimal loader the plugin's `collect` and ShortGPT
-//! calibration need; the eval harness owns the fuller dataset code.
+//! Evaluation tasks: which file each task reads, how an example becomes a prompt, and the
+//! in-context demonstrations.
+//!
+//! Prompts follow the AdaInfer paper: `Q: {x}\nA: {y}\n\n` for each of the k demonstrations,
+//! then `Q: {x}\nA:`. The answer follows `A:` after one space, so the gold token of a
+//! classification task is its label word with a leading space (how the task model was trained).
+//!
+//! | task | test split (evaluated) | train split (demonstrations, calibration) | x | y |
+//! |---|---|---|---|---|
+//! | `sst2` | `sst2/dev.tsv` (872) | `sst2/train.tsv` | the sentence | `positive` / `negative` |
+//! | `agnews` | `agnews/test.csv` (7,600) | `agnews/train_sample.csv` | `{title}. {description}`, `\` → space | `world` / `sports` / `business` / `science` |
+//! | `mmlu` | `mmlu/test/*.csv` (14,042) | `mmlu/dev/*.csv` (5 per subject) | question, then `(A) … (B) … (C) … (D) …` on one line | the letter |
+//! | `csqa` | `csqa/dev.jsonl` (1,221) | `csqa/train.jsonl` | stem, then `(A) … (E) …` on one line | the letter |
+//! | `squad` | `squad/dev-v1.1.json` (10,570) | the same file (no train file is shipped) | context, newline, question | the first gold answer |
+//!
+//! Multiple choice is asked as letters so that every answer is one token and top-1 scoring
+//! works as for the classification tasks. MMLU demonstrations come from the same subject
+//! (the usual MMLU protocol). Demonstrations are one fixed draw per run (per subject for MMLU);
+//! an evaluated example that is itself a demonstration (possible only for SQuAD) is dropped.
 
+use super::datasets;
 use anyhow::{bail, Context, Result};
+use rand::{rngs::StdRng, SeedableRng};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Task {
     Sst2,
     AgNews,
+    Mmlu,
+    Csqa,
+    Squad,
 }
 
 impl Task {
+    pub const ALL: [Task; 5] = [
+        Task::Sst2,
+        Task::AgNews,
+        Task::Mmlu,
+        Task::Csqa,
+        Task::Squad,
+    ];
+
     pub fn parse(name: &str) -> Result<Self> {
         Ok(
             match name.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
                 "sst2" => Task::Sst2,
                 "agnews" => Task::AgNews,
-                _ => bail!("unknown task {name:?} (expected sst2 or agnews)"),
+                "mmlu" => Task::Mmlu,
+                "csqa" | "commonsenseqa" => Task::Csqa,
+                "squad" => Task::Squad,
+                _ => bail!("unknown task {name:?} (expected sst2, agnews, mmlu, csqa or squad)"),
             },
         )
     }
@@ -28,18 +59,36 @@ impl Task {
         match self {
             Task::Sst2 => "sst2",
             Task::AgNews => "agnews",
+            Task::Mmlu => "mmlu",
+            Task::Csqa => "csqa",
+            Task::Squad => "squad",
         }
     }
 
-    /// Every answer the task allows (without the leading space).
+    /// Every answer a classification task allows (without the leading space); empty for SQuAD.
     pub fn label_words(&self) -> &'static [&'static str] {
         match self {
             Task::Sst2 => &["positive", "negative"],
             Task::AgNews => &["world", "sports", "business", "science"],
+            Task::Mmlu => &["A", "B", "C", "D"],
+            Task::Csqa => &["A", "B", "C", "D", "E"],
+            Task::Squad => &[],
         }
+    }
+
+    /// SQuAD answers are generated text scored by exact match / F1; the rest are one token.
+    pub fn is_generative(&self) -> bool {
+        matches!(self, Task::Squad)
     }
 }
 
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `Test` is the split a task is evaluated on; `Train` feeds demonstrations and calibration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
     Train,
@@ -51,19 +100,35 @@ impl Split {
         match name {
             "train" => Ok(Split::Train),
             "test" => Ok(Split::Test),
-            _ => bail!("unknown split {name:?} (expected train or test)"),
+            _ => bail!("unknown split {name:?} (expected train or test; see eval::tasks for the files behind each)"),
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
-    /// The row number in its file (from 0, header excluded).
+    /// Stable id: the row number, the dataset's own id, or `subject/row` for MMLU.
     pub id: String,
     /// The `x` of the template, already stripped.
     pub text: String,
     /// The gold answer as it follows `A: ` (no leading space).
     pub label_word: String,
+    /// Demonstrations are drawn within a group (the MMLU subject); `None` elsewhere.
+    pub group: Option<String>,
+    /// Every accepted answer (SQuAD has several); the first is `label_word`.
+    pub answers: Vec<String>,
+}
+
+impl Example {
+    pub fn new(id: String, text: String, label_word: String) -> Self {
+        Self {
+            answers: vec![label_word.clone()],
+            id,
+            text,
+            label_word,
+            group: None,
+        }
+    }
 }
 
 /// `../shared/data` beside the checkout, or `$ADAINFER_DATA`.
@@ -74,93 +139,27 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
-/// The first `limit` examples (file order) of a split. SST-2 test is GLUE dev (labels public).
+/// The first `limit` examples (file order) of a split, from [`default_data_dir`].
 pub fn load_examples(task: Task, split: Split, limit: Option<usize>) -> Result<Vec<Example>> {
-    let dir = default_data_dir();
-    let (file, header) = match (task, split) {
-        (Task::Sst2, Split::Train) => ("sst2/train.tsv", true),
-        (Task::Sst2, Split::Test) => ("sst2/dev.tsv", true),
-        (Task::AgNews, Split::Train) => ("agnews/train_sample.csv", false),
-        (Task::AgNews, Split::Test) => ("agnews/test.csv", true),
-    };
-    let path = dir.join(file);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {} data {}", task.name(), path.display()))?;
-    let mut examples = Vec::new();
-    for (row, line) in text.lines().skip(header as usize).enumerate() {
-        if limit.is_some_and(|l| examples.len() >= l) {
-            break;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = match task {
-            Task::Sst2 => sst2_row(line),
-            Task::AgNews => agnews_row(line),
-        };
-        let (text, label_word) = parsed
-            .with_context(|| format!("{} line {}", path.display(), row + 1 + header as usize))?;
-        examples.push(Example {
-            id: row.to_string(),
-            text,
-            label_word: label_word.to_string(),
-        });
+    load_examples_from(&default_data_dir(), task, split, limit)
+}
+
+pub fn load_examples_from(
+    data_dir: &Path,
+    task: Task,
+    split: Split,
+    limit: Option<usize>,
+) -> Result<Vec<Example>> {
+    let mut examples = datasets::read(data_dir, task, split).with_context(|| {
+        format!(
+            "cannot load {task} ({split:?} split) from {}",
+            data_dir.display()
+        )
+    })?;
+    if let Some(limit) = limit {
+        examples.truncate(limit);
     }
     Ok(examples)
-}
-
-fn sst2_row(line: &str) -> Result<(String, &'static str)> {
-    let (text, label) = line.rsplit_once('\t').context("expected text<TAB>label")?;
-    let word = match label.trim() {
-        "1" => "positive",
-        "0" => "negative",
-        other => bail!("label {other:?} is not 0 or 1"),
-    };
-    Ok((text.trim().to_string(), word))
-}
-
-fn agnews_row(line: &str) -> Result<(String, &'static str)> {
-    let fields = csv_fields(line)?;
-    let [class, title, description] = fields.as_slice() else {
-        bail!(
-            "expected 3 fields (class,title,description), got {}",
-            fields.len()
-        );
-    };
-    let word = match class.as_str() {
-        "1" => "world",
-        "2" => "sports",
-        "3" => "business",
-        "4" => "science",
-        other => bail!("class {other:?} is not 1..4"),
-    };
-    let text = format!("{title}. {description}").replace('\\', " ");
-    Ok((text.trim().to_string(), word))
-}
-
-/// One CSV record on one line: fields optionally quoted, `""` inside quotes is a quote.
-fn csv_fields(line: &str) -> Result<Vec<String>> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (false, '"') if field.is_empty() => quoted = true,
-            (false, ',') => fields.push(std::mem::take(&mut field)),
-            (_, c) => field.push(c),
-        }
-    }
-    if quoted {
-        bail!("unterminated quote");
-    }
-    fields.push(field);
-    Ok(fields)
 }
 
 /// The query part of a prompt: `Q: {x}\nA:`.
@@ -168,38 +167,134 @@ pub fn prompt(example: &Example) -> String {
     format!("Q: {}\nA:", example.text)
 }
 
-/// The text of an answer as the model writes it after `A:` (its gold token).
+/// One solved demonstration: `Q: {x}\nA: {y}\n\n`.
+pub fn demonstration(example: &Example) -> String {
+    format!("Q: {}\nA: {}\n\n", example.text, example.label_word)
+}
+
+/// The text of an answer as the model writes it after `A:`.
 pub fn answer_text(label_word: &str) -> String {
     format!(" {label_word}")
+}
+
+/// k demonstrations drawn once with a fixed seed (per group), prepended to every query.
+#[derive(Debug, Clone, Default)]
+pub struct FewShot {
+    by_group: BTreeMap<Option<String>, String>,
+    ids: HashSet<String>,
+}
+
+impl FewShot {
+    /// No demonstrations: 0-shot prompts.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Draw `k` demonstrations per group from `pool` with `seed`. A group with fewer than `k`
+    /// rows is an error naming it.
+    pub fn draw(pool: &[Example], k: usize, seed: u64) -> Result<Self> {
+        let mut few = Self::none();
+        if k == 0 {
+            return Ok(few);
+        }
+        let mut groups: BTreeMap<Option<String>, Vec<&Example>> = BTreeMap::new();
+        for ex in pool {
+            groups.entry(ex.group.clone()).or_default().push(ex);
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        for (group, rows) in groups {
+            if rows.len() < k {
+                bail!(
+                    "{k} demonstrations requested but group {:?} has only {} rows",
+                    group.as_deref().unwrap_or("(all)"),
+                    rows.len()
+                );
+            }
+            let picked = rand::seq::index::sample(&mut rng, rows.len(), k);
+            let mut text = String::new();
+            for i in picked.iter() {
+                text.push_str(&demonstration(rows[i]));
+                few.ids.insert(rows[i].id.clone());
+            }
+            few.by_group.insert(group, text);
+        }
+        Ok(few)
+    }
+
+    /// Demonstrations for `example`'s group, then its query.
+    pub fn prompt(&self, example: &Example) -> String {
+        let demos = self
+            .by_group
+            .get(&example.group)
+            .map(String::as_str)
+            .unwrap_or("");
+        format!("{demos}{}", prompt(example))
+    }
+
+    /// Whether `example` is one of the demonstrations (it must not be evaluated then).
+    pub fn contains(&self, example: &Example) -> bool {
+        self.ids.contains(&example.id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn rows_parse_as_the_model_was_trained() {
-        let (x, y) = sst2_row("it 's a charming journey \t1").unwrap();
-        assert_eq!((x.as_str(), y), ("it 's a charming journey", "positive"));
-        let (x, y) = agnews_row(r#""4","A ""quoted"" title","line one\line two ""#).unwrap();
-        assert_eq!(x, "A \"quoted\" title. line one line two");
-        assert_eq!(y, "science");
-        assert!(agnews_row("\"5\",\"t\",\"d\"").is_err());
-        assert!(sst2_row("no tab").is_err());
+    fn ex(id: &str, group: Option<&str>) -> Example {
+        let mut e = Example::new(id.into(), format!("text {id}"), "yes".into());
+        e.group = group.map(Into::into);
+        e
     }
 
     #[test]
-    fn shared_data_loads() {
-        let sst = load_examples(Task::Sst2, Split::Train, Some(3)).unwrap();
-        assert_eq!(sst.len(), 3);
-        assert_eq!(sst[0].text, "hide new secretions from the parental units");
-        assert_eq!(sst[0].label_word, "negative");
-        assert_eq!(
-            prompt(&sst[0]),
-            "Q: hide new secretions from the parental units\nA:"
-        );
-        let ag = load_examples(Task::AgNews, Split::Test, Some(2)).unwrap();
-        assert_eq!(ag[0].label_word, "business");
-        assert!(ag[1].text.contains("A second team"), "{}", ag[1].text);
+    fn prompt_matches_the_paper_template() {
+        let e = Example::new("0".into(), "a fine film".into(), "positive".into());
+        assert_eq!(prompt(&e), "Q: a fine film\nA:");
+        assert_eq!(demonstration(&e), "Q: a fine film\nA: positive\n\n");
+        assert_eq!(FewShot::none().prompt(&e), "Q: a fine film\nA:");
+    }
+
+    #[test]
+    fn few_shot_draw_is_seeded_and_per_group() {
+        let pool: Vec<Example> = (0..10)
+            .map(|i| ex(&i.to_string(), Some(if i < 5 { "g1" } else { "g2" })))
+            .collect();
+        let a = FewShot::draw(&pool, 2, 7).unwrap();
+        let b = FewShot::draw(&pool, 2, 7).unwrap();
+        assert_eq!(a.by_group, b.by_group);
+        assert_eq!(a.len(), 4);
+        let query = ex("q", Some("g2"));
+        let p = a.prompt(&query);
+        assert_eq!(p.matches("Q: ").count(), 3);
+        assert!(p.ends_with("Q: text q\nA:"));
+        // The g2 demonstrations come from rows 5..10 only.
+        for line in p
+            .lines()
+            .filter(|l| l.starts_with("Q: text ") && *l != "Q: text q")
+        {
+            let n: usize = line["Q: text ".len()..].parse().unwrap();
+            assert!(n >= 5, "{line}");
+        }
+        assert!(FewShot::draw(&pool, 6, 7).is_err());
+    }
+
+    #[test]
+    fn task_names_parse_back() {
+        for t in Task::ALL {
+            assert_eq!(Task::parse(t.name()).unwrap(), t);
+        }
+        assert_eq!(Task::parse("AG_News").unwrap(), Task::AgNews);
+        let err = Task::parse("imdb").unwrap_err().to_string();
+        assert!(err.contains("imdb"), "{err}");
+        assert!(Split::parse("dev").is_err());
     }
 }

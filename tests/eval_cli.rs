@@ -1,0 +1,104 @@
+//! `adainfer eval` end to end on the vendored task model: the JSON shape and the invariants
+//! between arms that hold whatever the model's numbers are.
+
+mod common;
+
+use serde_json::Value;
+use std::process::Command;
+
+fn eval_json(args: &[&str]) -> Value {
+    let model = common::task_model();
+    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
+        .arg("eval")
+        .arg("--model")
+        .arg(&model)
+        .args(["--format", "json"])
+        .args(args)
+        .output()
+        .expect("run adainfer");
+    assert!(
+        out.status.success(),
+        "adainfer eval failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("eval prints JSON")
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {v}"))
+}
+
+#[test]
+fn json_has_the_documented_shape_and_arm_invariants() {
+    let doc = eval_json(&["--task", "sst2", "--limit", "12", "--arms", "dense,oracle"]);
+    assert_eq!(doc["task"], "sst2");
+    assert_eq!(doc["examples"], 12);
+    let dense = &doc["arms"]["dense"];
+    let oracle = &doc["arms"]["oracle"];
+    for arm in [dense, oracle] {
+        for key in [
+            "accuracy",
+            "avg_layers",
+            "layers_variance",
+            "pruning_ratio",
+            "flops_ratio",
+            "agreement_with_dense",
+        ] {
+            let x = num(arm, key);
+            assert!(x.is_finite() && x >= 0.0, "{key} = {x}");
+        }
+        assert!(arm.get("wall_s").is_some() && arm.get("speedup").is_some());
+        let hist: u64 = arm["layers_histogram"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .sum();
+        assert_eq!(hist, 12);
+    }
+    assert_eq!(num(dense, "avg_layers"), 12.0);
+    assert_eq!(num(dense, "pruning_ratio"), 0.0);
+    assert_eq!(num(dense, "flops_ratio"), 1.0);
+    assert_eq!(num(dense, "speedup"), 1.0);
+    assert!(num(dense, "wall_s") > 0.0);
+    // The oracle answers with the final layer by definition, and skips what it can.
+    assert_eq!(num(oracle, "agreement_with_dense"), 1.0);
+    assert_eq!(num(oracle, "accuracy"), num(dense, "accuracy"));
+    let avg = num(oracle, "avg_layers");
+    assert!((num(oracle, "pruning_ratio") - (1.0 - avg / 12.0)).abs() < 1e-12);
+    assert!(num(oracle, "flops_ratio") < 1.0 || avg == 12.0);
+    assert!(oracle["wall_s"].is_null());
+    let by_layer = doc["accuracy_by_layer"].as_array().unwrap();
+    assert_eq!(by_layer.len(), 12);
+    assert_eq!(by_layer[11].as_f64().unwrap(), num(dense, "accuracy"));
+}
+
+#[test]
+fn label_scoring_never_loses_to_full_vocab_and_few_shot_runs() {
+    let args = [
+        "--task", "agnews", "--limit", "8", "--shots", "2", "--arms", "dense",
+    ];
+    let full = eval_json(&args);
+    let mut with_labels = args.to_vec();
+    with_labels.push("--label-scoring");
+    let labels = eval_json(&with_labels);
+    assert_eq!(full["shots"], 2);
+    assert_eq!(labels["scoring"], "label_tokens");
+    // A correct full-vocabulary top-1 is a label token, so it stays top-1 among the labels.
+    assert!(num(&labels["arms"]["dense"], "accuracy") >= num(&full["arms"]["dense"], "accuracy"));
+}
+
+#[test]
+fn bad_arguments_are_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
+        .args(["eval", "--model"])
+        .arg(common::task_model())
+        .args(["--task", "sst2", "--arms", "dense,bogus"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bogus"), "{err}");
+}
