@@ -75,15 +75,17 @@ pub(super) fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Re
 /// `policy.threshold` → `policy.<active kind>.threshold`.
 fn expand_policy_shorthand(doc: &toml::Table, key: &str) -> String {
     let parts: Vec<&str> = key.split('.').collect();
-    if parts.len() == 2 && parts[0] == "policy" && parts[1] != "kind" {
-        if !KIND_TABLES.contains(&parts[1]) {
-            let kind = doc
-                .get("policy")
-                .and_then(|p| p.get("kind"))
-                .and_then(|k| k.as_str())
-                .unwrap_or("gap_threshold");
-            return format!("policy.{kind}.{}", parts[1]);
-        }
+    let shorthand = parts.len() == 2
+        && parts[0] == "policy"
+        && parts[1] != "kind"
+        && !KIND_TABLES.contains(&parts[1]);
+    if shorthand {
+        let kind = doc
+            .get("policy")
+            .and_then(|p| p.get("kind"))
+            .and_then(|k| k.as_str())
+            .unwrap_or("gap_threshold");
+        return format!("policy.{kind}.{}", parts[1]);
     }
     key.to_string()
 }
