@@ -102,3 +102,36 @@ fn bad_arguments_are_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bogus"), "{err}");
 }
+
+#[test]
+fn plugin_arms_from_a_config() {
+    let config = format!(
+        "{}/plugin-configs/tiny-llama-sst2-agnews-gap_threshold.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
+        .args([
+            "eval", "--config", &config, "--task", "sst2", "--limit", "10",
+        ])
+        .args(["--arms", "dense,adaptive,unified_skip", "--format", "json"])
+        .args(["--set", "policy.threshold=0.0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let adaptive = &doc["arms"]["adaptive"];
+    // θ = 0 exits at the first layer the guards allow (min_layer = 1): every prompt, layer 1.
+    assert_eq!(num(adaptive, "avg_layers"), 1.0);
+    assert_eq!(adaptive["early_exits"], 10);
+    assert_eq!(adaptive["layers_histogram"][0], 10);
+    assert!(num(adaptive, "flops_ratio") < 1.0);
+    // A static skip runs the same number of layers on every prompt.
+    let skip = &doc["arms"]["unified_skip"];
+    assert_eq!(num(skip, "layers_variance"), 0.0);
+    assert!(num(skip, "avg_layers") < 12.0);
+    assert_eq!(skip["early_exits"], 0);
+}

@@ -1,4 +1,5 @@
-use adainfer::eval::ab::Arm;
+use super::PluginArgs;
+use adainfer::eval::arms::build_arms;
 use adainfer::eval::run::{self, EvalSpec};
 use adainfer::eval::tasks::{Split, Task};
 use anyhow::{bail, Context, Result};
@@ -7,10 +8,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Plugin config (TOML): the model and the adaptive arm's policy.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Model directory (overrides the config's `[model] path`).
+    #[command(flatten)]
+    plugin: PluginArgs,
+    /// Model directory (overrides the config's `[model] path`; enough alone for dense and oracle).
     #[arg(long)]
     model: Option<PathBuf>,
     /// sst2, agnews, mmlu, csqa or squad.
@@ -22,9 +22,11 @@ pub struct Args {
     /// Evaluate the first N rows of the split.
     #[arg(long)]
     limit: Option<usize>,
-    /// Comma-separated: dense, oracle (and, with the plugin, adaptive, shortgpt, unified_skip).
-    #[arg(long, default_value = "dense,oracle")]
-    arms: String,
+    /// Comma-separated: dense, oracle, adaptive (the config's policy) or any policy kind
+    /// (shortgpt, unified_skip, gap_threshold, svm, …). Default: dense,adaptive,oracle with a
+    /// config, dense,oracle without.
+    #[arg(long)]
+    arms: Option<String>,
     /// md or json.
     #[arg(long, default_value = "md")]
     format: String,
@@ -43,10 +45,10 @@ pub struct Args {
     /// Dataset directory (default ../shared/data or $ADAINFER_DATA).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// f32, bf16 or f16.
+    /// f32, bf16 or f16 (without a config; a config's `[model]` says it otherwise).
     #[arg(long, default_value = "f32")]
     dtype: String,
-    /// cpu, cuda, cuda:N or metal.
+    /// cpu, cuda, cuda:N or metal (without a config).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -82,47 +84,40 @@ pub fn spec_of(
     Ok(spec)
 }
 
-fn build_arms(names: &str) -> Result<Vec<Arm>> {
-    let mut arms = Vec::new();
-    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        if arms.iter().any(|a: &Arm| a.name == name) {
-            bail!("arm {name:?} is listed twice in --arms");
+/// The engine from the config (with `--model` overriding its path) or from `--model` alone.
+pub fn load_engine(
+    config: Option<&adainfer::plugin::PluginConfig>,
+    model: Option<&PathBuf>,
+    dtype: &str,
+    device: &str,
+) -> Result<adainfer::Engine> {
+    match (config, model) {
+        (Some(c), m) => adainfer::plugin::load_engine(c, m.map(|p| p.as_path())),
+        (None, Some(m)) => {
+            let options = adainfer::LoadOptions::from_names(dtype, device)?;
+            adainfer::Engine::load(m, &options)
+                .with_context(|| format!("cannot load model {}", m.display()))
         }
-        arms.push(match name {
-            "dense" => Arm::dense(),
-            "oracle" => Arm::oracle(),
-            "adaptive" | "shortgpt" | "unified_skip" => {
-                bail!("arm {name:?} needs the AdaInfer plugin configs (not available in this build yet)")
-            }
-            other => bail!(
-                "unknown arm {other:?} in --arms (expected dense, adaptive, shortgpt, unified_skip, oracle)"
-            ),
-        });
+        (None, None) => bail!("pass --config FILE or --model DIR"),
     }
-    if arms.is_empty() {
-        bail!("--arms names no arm");
-    }
-    Ok(arms)
 }
 
 pub fn run(a: Args) -> Result<()> {
     if !matches!(a.format.as_str(), "json" | "md") {
         bail!("unknown --format {:?} (expected json or md)", a.format);
     }
-    let model = match (&a.model, &a.config) {
-        (Some(m), _) => m.clone(),
-        (None, Some(_)) => {
-            bail!("plugin configs are not supported in this build yet; pass --model DIR")
-        }
-        (None, None) => bail!("pass --model DIR or --config FILE"),
-    };
+    let config = a.plugin.load()?;
     let mut spec = spec_of(&a.task, &a.split, a.shots, a.limit, a.seed, a.data.as_ref())?;
     spec.label_scoring = a.label_scoring;
     spec.max_new_tokens = a.max_new_tokens;
-    let options = adainfer::LoadOptions::from_names(&a.dtype, &a.device)?;
-    let engine = adainfer::Engine::load(&model, &options)
-        .with_context(|| format!("cannot load model {}", model.display()))?;
-    let mut arms = build_arms(&a.arms)?;
+    let engine = load_engine(config.as_ref(), a.model.as_ref(), &a.dtype, &a.device)?;
+    let default_arms = if config.is_some() {
+        "dense,adaptive,oracle"
+    } else {
+        "dense,oracle"
+    };
+    let arm_list = a.arms.as_deref().unwrap_or(default_arms);
+    let mut arms = build_arms(arm_list, config.as_ref(), &engine)?;
     let prepared = run::prepare(&engine, &spec)?;
     let bar = progress(prepared.cases.len(), spec.task.name());
     let (report, _run) = run::evaluate(&engine, &spec, &prepared, &mut arms, || bar.inc(1))?;

@@ -13,6 +13,7 @@ use super::tasks::{answer_text, Example, FewShot};
 use crate::engine::{Engine, Outputs};
 use crate::hook::LayerHook;
 use crate::plugin::lens::LogitLens;
+use crate::plugin::policy::oracle_exit_layer;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use std::time::Instant;
@@ -179,14 +180,6 @@ pub struct GenerationLimits {
     pub stop_tokens: Vec<u32>,
 }
 
-/// The first layer (1-based) from which the top-1 answer never changes again.
-pub fn oracle_exit_layer(answers: &[u32]) -> usize {
-    match answers.last() {
-        None => 0,
-        Some(last) => answers.iter().rposition(|a| a != last).map_or(1, |i| i + 2),
-    }
-}
-
 /// Run one arm on one prompt.
 pub fn run_case(
     engine: &Engine,
@@ -330,16 +323,6 @@ pub fn run_arms(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn oracle_layer_is_where_the_answer_settles() {
-        assert_eq!(oracle_exit_layer(&[5, 5, 5]), 1);
-        assert_eq!(oracle_exit_layer(&[1, 5, 5]), 2);
-        // Right at layer 1, changes, comes back at layer 4: settled only from layer 4.
-        assert_eq!(oracle_exit_layer(&[5, 2, 3, 5, 5]), 4);
-        assert_eq!(oracle_exit_layer(&[1, 2, 3, 4]), 4);
-        assert_eq!(oracle_exit_layer(&[]), 0);
-    }
 
     #[test]
     fn scoring_picks_full_or_label_top1() {

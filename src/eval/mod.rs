@@ -3,10 +3,11 @@
 //! - [`tasks`] / [`datasets`]: SST-2, AG News, MMLU, CommonsenseQA, SQuAD from `../shared/data`,
 //!   prompts in the paper's template;
 //! - [`metrics`]: accuracy, activated layers, pruning and FLOPs ratios, EM / F1;
-//! - [`ab`]: every arm (dense, a hook, the oracle) on the same prompts;
+//! - [`ab`]: every arm (dense, a hook, the oracle) on the same prompts; [`arms`]: arms by name;
 //! - [`run`]: one evaluation end to end; [`report`]: JSON and Markdown.
 
 pub mod ab;
+pub mod arms;
 pub mod datasets;
 pub mod metrics;
 pub mod report;
