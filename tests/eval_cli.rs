@@ -8,10 +8,14 @@ use std::process::Command;
 
 fn eval_json(args: &[&str]) -> Value {
     let model = common::task_model();
+    let mut all = vec!["--model", model.to_str().unwrap()];
+    all.extend_from_slice(args);
+    eval_json_with(&all)
+}
+
+fn eval_json_with(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
         .arg("eval")
-        .arg("--model")
-        .arg(&model)
         .args(["--format", "json"])
         .args(args)
         .output()
@@ -134,4 +138,70 @@ fn plugin_arms_from_a_config() {
     assert_eq!(num(skip, "layers_variance"), 0.0);
     assert!(num(skip, "avg_layers") < 12.0);
     assert_eq!(skip["early_exits"], 0);
+}
+
+fn gap_config() -> String {
+    format!(
+        "{}/plugin-configs/tiny-llama-sst2-agnews-gap_threshold.toml",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn calibrate_writes_a_config_that_loads_back() {
+    let out_path = std::env::temp_dir().join(format!("adainfer-cal-{}.toml", std::process::id()));
+    // With a 100% budget every threshold qualifies, so the most aggressive one (0.0: exit at
+    // layer 1 on every prompt) must be chosen.
+    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
+        .args(["calibrate", "--config", &gap_config(), "--task", "sst2"])
+        .args([
+            "--limit",
+            "6",
+            "--thresholds",
+            "0.9,0.0,0.5",
+            "--max-drop",
+            "1.0",
+        ])
+        .arg("--out")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("chosen: threshold 0 "), "{stdout}");
+    let written = std::fs::read_to_string(&out_path).unwrap();
+    let config = adainfer::plugin::PluginConfig::load(&out_path, &[]).unwrap();
+    assert_eq!(config.policy.kind, "gap_threshold");
+    assert_eq!(config.policy.gap_threshold.threshold, 0.0);
+    assert!(config.model.path.is_absolute(), "{written}");
+    // It runs from anywhere: the eval reads the written file.
+    let doc = eval_json_with(&[
+        "--config",
+        out_path.to_str().unwrap(),
+        "--task",
+        "sst2",
+        "--limit",
+        "3",
+    ]);
+    assert_eq!(num(&doc["arms"]["adaptive"], "avg_layers"), 1.0);
+    std::fs::remove_file(&out_path).unwrap();
+}
+
+#[test]
+fn calibrate_refuses_a_static_policy() {
+    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
+        .args(["calibrate", "--config", &gap_config(), "--task", "sst2"])
+        .args(["--set", "policy.kind=unified_skip"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unified_skip") && err.contains("threshold"),
+        "{err}"
+    );
 }

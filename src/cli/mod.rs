@@ -1,6 +1,7 @@
 //! The `adainfer` command line: a thin layer over the library, one file per subcommand.
 
 mod bench;
+mod calibrate;
 mod collect;
 mod eval;
 mod generate;
@@ -36,6 +37,8 @@ enum Command {
     Train(train::Args),
     /// Dense vs adaptive (and oracle) on a benchmark task: accuracy, layers, FLOPs, wall-clock.
     Eval(eval::Args),
+    /// Sweep the policy threshold on held-out prompts; write the most aggressive config within a budget.
+    Calibrate(calibrate::Args),
 }
 
 /// Where the model comes from and how it is loaded; shared by every subcommand.
@@ -89,5 +92,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Collect(a) => collect::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
     }
 }

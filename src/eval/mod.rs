@@ -4,7 +4,8 @@
 //!   prompts in the paper's template;
 //! - [`metrics`]: accuracy, activated layers, pruning and FLOPs ratios, EM / F1;
 //! - [`ab`]: every arm (dense, a hook, the oracle) on the same prompts; [`arms`]: arms by name;
-//! - [`run`]: one evaluation end to end; [`report`]: JSON and Markdown.
+//! - [`run`]: one evaluation end to end; [`report`]: JSON and Markdown;
+//! - [`sweep`]: threshold sweeps (accuracy-vs-pruning curve, `calibrate`).
 
 pub mod ab;
 pub mod arms;
@@ -12,4 +13,5 @@ pub mod datasets;
 pub mod metrics;
 pub mod report;
 pub mod run;
+pub mod sweep;
 pub mod tasks;

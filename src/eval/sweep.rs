@@ -1,0 +1,160 @@
+//! Threshold sweeps: the accuracy-vs-pruning curve, and calibration to a user's budget.
+//!
+//! Every point re-runs the real AdaInfer hook with `[policy.<kind>] threshold` set to one value
+//! (so classifiers and guards behave exactly as in production), on prompts whose dense answers
+//! were computed once.
+
+use super::ab::{self, AbRun, CaseOutcome};
+use super::arms::plugin_arm;
+use super::metrics::FlopsModel;
+use super::report;
+use super::run::Prepared;
+use crate::engine::Engine;
+use crate::plugin::PluginConfig;
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    pub threshold: f64,
+    pub accuracy: f64,
+    pub avg_layers: f64,
+    pub pruning_ratio: f64,
+    pub flops_ratio: f64,
+    pub agreement_with_dense: f64,
+}
+
+/// Thresholds tried when the user gives none: probability-like for the threshold rules and
+/// logistic, decision values around 0 for the SVM.
+pub fn default_thresholds(kind: &str) -> Result<Vec<f64>> {
+    Ok(match kind {
+        "gap_threshold" | "top_prob_threshold" | "logistic" => {
+            let mut v: Vec<f64> = (1..=19).map(|i| (5 * i) as f64 / 100.0).collect();
+            v.push(0.99);
+            v
+        }
+        "svm" => (-8..=8).map(|i| i as f64 / 4.0).collect(),
+        other => bail!("policy {other:?} has no threshold to sweep (threshold kinds: gap_threshold, top_prob_threshold, svm, logistic)"),
+    })
+}
+
+/// `config` with the active policy's threshold set to `value`.
+pub fn with_threshold(config: &PluginConfig, value: f64) -> Result<PluginConfig> {
+    let mut c = config.clone();
+    let p = &mut c.policy;
+    let kind = p.kind.clone();
+    match kind.as_str() {
+        "gap_threshold" => p.gap_threshold.threshold = value as f32,
+        "top_prob_threshold" => p.top_prob_threshold.threshold = value as f32,
+        "svm" | "logistic" => {
+            let params = if kind == "svm" {
+                &mut p.svm
+            } else {
+                &mut p.logistic
+            };
+            match params {
+                Some(params) => params.threshold = Some(value),
+                None => bail!(
+                    "policy {kind} needs [policy.{kind}] classifier = \"FILE\" in {}",
+                    c.source.display()
+                ),
+            }
+        }
+        other => bail!("policy {other:?} has no threshold to calibrate"),
+    }
+    Ok(c)
+}
+
+/// Run the config's policy at every threshold; `dense` are the dense outcomes of `prepared`.
+pub fn sweep(
+    engine: &Engine,
+    config: &PluginConfig,
+    prepared: &Prepared,
+    dense: &[CaseOutcome],
+    thresholds: &[f64],
+    mut on_point: impl FnMut(&SweepPoint),
+) -> Result<Vec<SweepPoint>> {
+    let flops = FlopsModel::of(engine.config());
+    let mut points = Vec::new();
+    for &threshold in thresholds {
+        let tuned = with_threshold(config, threshold)?;
+        let mut arms = [plugin_arm("adaptive", &tuned.policy.kind, &tuned, engine)?];
+        let run = ab::run_arms(
+            engine,
+            &mut arms,
+            &prepared.cases,
+            &prepared.scoring,
+            prepared.generation.as_ref(),
+            || {},
+        )?;
+        let both = AbRun {
+            arm_names: vec!["dense".into(), "adaptive".into()],
+            outcomes: vec![
+                dense.to_vec(),
+                run.outcomes.into_iter().next().unwrap_or_default(),
+            ],
+        };
+        let summary = report::summarise(&both, &prepared.cases, &flops);
+        let r = &summary[1].1;
+        let point = SweepPoint {
+            threshold,
+            accuracy: r.accuracy,
+            avg_layers: r.avg_layers,
+            pruning_ratio: r.pruning_ratio,
+            flops_ratio: r.flops_ratio,
+            agreement_with_dense: r.agreement_with_dense.unwrap_or(0.0),
+        };
+        on_point(&point);
+        points.push(point);
+    }
+    Ok(points)
+}
+
+/// The point with the fewest activated layers whose disagreement with dense is within
+/// `max_drop` (ties: the higher threshold, the safer side).
+pub fn most_aggressive(points: &[SweepPoint], max_drop: f64) -> Option<&SweepPoint> {
+    points
+        .iter()
+        .filter(|p| 1.0 - p.agreement_with_dense <= max_drop + 1e-12)
+        .min_by(|a, b| {
+            a.avg_layers
+                .total_cmp(&b.avg_layers)
+                .then(b.threshold.total_cmp(&a.threshold))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(threshold: f64, avg_layers: f64, agreement: f64) -> SweepPoint {
+        SweepPoint {
+            threshold,
+            accuracy: 0.0,
+            avg_layers,
+            pruning_ratio: 1.0 - avg_layers / 12.0,
+            flops_ratio: 0.0,
+            agreement_with_dense: agreement,
+        }
+    }
+
+    #[test]
+    fn picks_the_fewest_layers_within_budget() {
+        let points = [
+            point(0.2, 3.0, 0.90),
+            point(0.5, 6.0, 0.995),
+            point(0.6, 6.0, 1.0),
+            point(0.8, 9.0, 1.0),
+        ];
+        // 1% budget: 0.2 disagrees on 10%; 0.5 and 0.6 tie at 6 layers → the higher threshold.
+        assert_eq!(most_aggressive(&points, 0.01).unwrap().threshold, 0.6);
+        assert_eq!(most_aggressive(&points, 0.10).unwrap().threshold, 0.2);
+        assert!(most_aggressive(&points[..1], 0.01).is_none());
+    }
+
+    #[test]
+    fn static_policies_have_no_threshold() {
+        assert!(default_thresholds("unified_skip").is_err());
+        assert_eq!(default_thresholds("svm").unwrap().len(), 17);
+    }
+}
