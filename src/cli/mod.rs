@@ -7,6 +7,7 @@ mod eval;
 mod generate;
 mod inspect;
 mod train;
+mod serve;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Command {
     Eval(eval::Args),
     /// Sweep the policy threshold on held-out prompts; write the most aggressive config within a budget.
     Calibrate(calibrate::Args),
+    /// Serve the engine over an OpenAI-compatible HTTP API.
+    Serve(serve::Args),
 }
 
 /// Where the model comes from and how it is loaded; shared by every subcommand.
@@ -93,5 +96,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }

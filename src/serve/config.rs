@@ -1,0 +1,316 @@
+//! The engine config: one TOML file that says which model to serve, how, and whether AdaInfer
+//! is on. Relative paths in it are resolved against the file's own directory, so a config can
+//! be used from anywhere.
+//!
+//! ```toml
+//! [model]
+//! path = "../models/tiny-llama-sst2-agnews"
+//! dtype = "f32"
+//! device = "cpu"
+//!
+//! [scheduler]
+//! queue_capacity = 64
+//! max_tokens = 256
+//!
+//! [sampling]
+//! temperature = 0.0
+//!
+//! [adaptive]
+//! enabled = true
+//! plugin = "../plugin-configs/tiny-llama-sst2-agnews-gap_threshold.toml"
+//! ```
+
+use crate::engine::SamplingParams;
+use crate::{Engine, LoadOptions};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    pub model: ModelSection,
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
+    /// Defaults for requests that leave sampling fields out.
+    #[serde(default)]
+    pub sampling: SamplingParams,
+    #[serde(default)]
+    pub adaptive: AdaptiveSection,
+    /// The file this config was read from (empty when built in code).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Hugging Face model directory.
+    pub path: PathBuf,
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// The model id clients see in `/v1/models` (default: the directory's name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A Jinja chat template file used instead of `tokenizer_config.json`'s `chat_template`.
+    #[serde(default)]
+    pub chat_template: Option<PathBuf>,
+}
+
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// How requests wait and how large they may be.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSection {
+    /// Requests waiting for the engine; a request that finds the queue full gets HTTP 503.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// The largest `max_tokens` a request may ask for.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// `max_tokens` for requests that give none.
+    #[serde(default = "default_request_max_tokens")]
+    pub default_max_tokens: usize,
+    /// The longest prompt accepted, in tokens (default: the model's context length).
+    #[serde(default)]
+    pub max_prompt_tokens: Option<usize>,
+    /// The largest request body accepted, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_queue_capacity() -> usize {
+    64
+}
+
+fn default_max_tokens() -> usize {
+    256
+}
+
+fn default_request_max_tokens() -> usize {
+    16
+}
+
+fn default_max_body_bytes() -> usize {
+    1 << 20
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        Self {
+            queue_capacity: default_queue_capacity(),
+            max_tokens: default_max_tokens(),
+            default_max_tokens: default_request_max_tokens(),
+            max_prompt_tokens: None,
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+/// Whether AdaInfer is on, and with which plugin config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveSection {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Plugin config (`plugin-configs/*.toml`).
+    #[serde(default)]
+    pub plugin: Option<PathBuf>,
+}
+
+/// Command-line override of the `[adaptive]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdaptiveOverride {
+    /// Keep what the file says.
+    FromFile,
+    /// `--dense`: exactly the dense engine.
+    Dense,
+    /// `--adaptive PLUGIN.toml` (a path as given on the command line, not resolved against the file).
+    Plugin(PathBuf),
+}
+
+impl EngineConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read engine config {}", path.display()))?;
+        let mut config: EngineConfig = toml::from_str(&text)
+            .with_context(|| format!("invalid engine config {}", path.display()))?;
+        config.source = path.to_path_buf();
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.model.path = base.join(&config.model.path);
+        config.model.chat_template = config.model.chat_template.map(|p| base.join(p));
+        config.adaptive.plugin = config.adaptive.plugin.map(|p| base.join(p));
+        config
+            .validate()
+            .with_context(|| format!("invalid engine config {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// A config for `model_dir` with every default (dense, greedy).
+    pub fn for_model(model_dir: &Path) -> Self {
+        Self {
+            model: ModelSection {
+                path: model_dir.to_path_buf(),
+                dtype: default_dtype(),
+                device: default_device(),
+                name: None,
+                chat_template: None,
+            },
+            scheduler: SchedulerSection::default(),
+            sampling: SamplingParams::greedy(),
+            adaptive: AdaptiveSection::default(),
+            source: PathBuf::new(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let s = &self.scheduler;
+        if s.queue_capacity == 0 {
+            bail!("scheduler.queue_capacity must be at least 1");
+        }
+        if s.max_tokens == 0 {
+            bail!("scheduler.max_tokens must be at least 1");
+        }
+        if s.default_max_tokens == 0 || s.default_max_tokens > s.max_tokens {
+            bail!(
+                "scheduler.default_max_tokens = {} must be between 1 and scheduler.max_tokens ({})",
+                s.default_max_tokens,
+                s.max_tokens
+            );
+        }
+        if s.max_prompt_tokens == Some(0) {
+            bail!("scheduler.max_prompt_tokens must be at least 1");
+        }
+        self.sampling.validate().context("in [sampling]")?;
+        if self.adaptive.enabled && self.adaptive.plugin.is_none() {
+            bail!("adaptive.enabled = true needs adaptive.plugin (a plugin config file)");
+        }
+        Ok(())
+    }
+
+    pub fn apply(&mut self, adaptive: AdaptiveOverride) {
+        match adaptive {
+            AdaptiveOverride::FromFile => {}
+            AdaptiveOverride::Dense => self.adaptive.enabled = false,
+            AdaptiveOverride::Plugin(path) => {
+                self.adaptive.enabled = true;
+                self.adaptive.plugin = Some(path);
+            }
+        }
+    }
+
+    /// The plugin config in use, or `None` for the dense engine.
+    pub fn plugin(&self) -> Option<&Path> {
+        self.adaptive
+            .plugin
+            .as_deref()
+            .filter(|_| self.adaptive.enabled)
+    }
+
+    pub fn load_engine(&self) -> Result<Engine> {
+        let m = &self.model;
+        let options = LoadOptions::from_names(&m.dtype, &m.device)
+            .with_context(|| format!("in [model] of {}", self.source.display()))?;
+        Engine::load(&m.path, &options)
+    }
+
+    /// The model id clients see.
+    pub fn model_name(&self) -> String {
+        self.model.name.clone().unwrap_or_else(|| {
+            self.model
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("engine.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("adainfer-config-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let dir = temp_dir("relative");
+        let path = write(
+            &dir,
+            "[model]\npath = \"m\"\n[adaptive]\nenabled = true\nplugin = \"p/plugin.toml\"\n",
+        );
+        let c = EngineConfig::load(&path).unwrap();
+        assert_eq!(c.model.path, dir.join("m"));
+        assert_eq!(c.plugin(), Some(dir.join("p/plugin.toml").as_path()));
+        assert_eq!(c.model_name(), "m");
+        assert_eq!(c.scheduler.queue_capacity, 64);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_file() {
+        let dir = temp_dir("unknown");
+        let path = write(&dir, "[model]\npath = \"m\"\n[scheduler]\nmax_batchh = 4\n");
+        let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
+        assert!(e.contains("max_batchh"), "{e}");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        let path = write(
+            &dir,
+            "[model]\npath = \"m\"\n[sampling]\ntemprature = 1.0\n",
+        );
+        let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
+        assert!(e.contains("temprature"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let dir = temp_dir("bad");
+        let path = write(&dir, "[model]\npath = \"m\"\n[adaptive]\nenabled = true\n");
+        let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
+        assert!(e.contains("adaptive.plugin"), "{e}");
+        let path = write(
+            &dir,
+            "[model]\npath = \"m\"\n[scheduler]\nmax_tokens = 4\ndefault_max_tokens = 8\n",
+        );
+        let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
+        assert!(e.contains("default_max_tokens"), "{e}");
+        let path = write(&dir, "[model]\npath = \"m\"\n[sampling]\ntop_p = 0.0\n");
+        let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
+        assert!(e.contains("top_p"), "{e}");
+    }
+
+    #[test]
+    fn command_line_overrides_the_adaptive_section() {
+        let dir = temp_dir("override");
+        let path = write(
+            &dir,
+            "[model]\npath = \"m\"\n[adaptive]\nenabled = true\nplugin = \"p.toml\"\n",
+        );
+        let mut c = EngineConfig::load(&path).unwrap();
+        c.apply(AdaptiveOverride::Dense);
+        assert_eq!(c.plugin(), None);
+        c.apply(AdaptiveOverride::Plugin("other.toml".into()));
+        assert_eq!(c.plugin(), Some(Path::new("other.toml")));
+        let mut d = EngineConfig::for_model(Path::new("m"));
+        assert_eq!(d.plugin(), None);
+        d.apply(AdaptiveOverride::FromFile);
+        assert_eq!(d.plugin(), None);
+    }
+}

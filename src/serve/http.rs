@@ -1,0 +1,265 @@
+//! HTTP routes: parse and check a body, queue it for the engine worker, answer whole or as SSE.
+//!
+//! Every failure is an OpenAI-style JSON error; a full queue is a 503 at once (the client
+//! retries later) rather than an unbounded wait.
+
+use super::error::ApiError;
+use super::metrics::Metrics;
+use super::openai::{self, Endpoint, Input, RequestRules};
+use super::reply::ReplyHead;
+use super::template::ChatTemplate;
+use super::worker::{Event, Job};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What the handlers share.
+pub struct Shared {
+    pub queue: mpsc::Sender<Job>,
+    pub rules: RequestRules,
+    pub template: ChatTemplate,
+    pub metrics: Arc<Metrics>,
+    /// Unix time the server started (the model's `created`).
+    pub started: u64,
+    pub next_id: AtomicU64,
+}
+
+type App = Arc<Shared>;
+
+pub fn router(app: App, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completion))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(app)
+}
+
+async fn chat(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+    let response = complete(&app, Endpoint::Chat, body).await;
+    counted(&app, "/v1/chat/completions", response)
+}
+
+async fn completion(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+    let response = complete(&app, Endpoint::Completion, body).await;
+    counted(&app, "/v1/completions", response)
+}
+
+fn counted(app: &Shared, endpoint: &'static str, response: Result<Response, ApiError>) -> Response {
+    let response = response.unwrap_or_else(IntoResponse::into_response);
+    app.metrics.response(endpoint, response.status().as_u16());
+    response
+}
+
+async fn complete(
+    app: &Shared,
+    endpoint: Endpoint,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = body.map_err(|r| ApiError {
+        status: r.status(),
+        kind: "invalid_request_error",
+        message: r.body_text(),
+        param: None,
+    })?;
+    let request = openai::parse(&bytes, endpoint, &app.rules)?;
+    let prompt = match request.input {
+        Input::Messages(messages) => app
+            .template
+            .render(&messages)
+            .map_err(|e| ApiError::bad_request(format!("{e:#}")).with_param("messages"))?,
+        Input::Prompt(prompt) => prompt,
+    };
+    let (events, mut answers) = mpsc::unbounded_channel();
+    let job = Job {
+        prompt,
+        max_tokens: request.max_tokens,
+        sampling: request.sampling,
+        ignore_eos: request.ignore_eos,
+        policy: request.policy,
+        events,
+    };
+    app.queue.try_send(job).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => ApiError::overloaded(format!(
+            "the request queue is full ({} waiting); retry later",
+            app.queue.max_capacity()
+        )),
+        mpsc::error::TrySendError::Closed(_) => ApiError::overloaded("the engine has stopped"),
+    })?;
+    // Wait until the worker has checked the prompt, so a bad one is an HTTP error even when
+    // streaming was asked for.
+    match answers.recv().await {
+        Some(Event::Started { .. }) => {}
+        Some(Event::Failed(e)) => return Err(e),
+        _ => return Err(ApiError::internal("the engine dropped the request")),
+    }
+    let n = app.next_id.fetch_add(1, Ordering::Relaxed);
+    let head = ReplyHead {
+        endpoint,
+        id: match endpoint {
+            Endpoint::Chat => format!("chatcmpl-{}-{n}", app.started),
+            Endpoint::Completion => format!("cmpl-{}-{n}", app.started),
+        },
+        created: unix_now(),
+        model: app.rules.model_name.clone(),
+    };
+    if request.stream {
+        return Ok(stream(head, answers).into_response());
+    }
+    loop {
+        match answers.recv().await {
+            Some(Event::Text(_)) | Some(Event::Started { .. }) => {}
+            Some(Event::Done(summary)) => return Ok(Json(head.complete(&summary)).into_response()),
+            Some(Event::Failed(e)) => return Err(e),
+            None => return Err(ApiError::internal("the engine dropped the request")),
+        }
+    }
+}
+
+/// Server-sent events: a chunk per piece of text, the last chunk with usage and `adainfer`,
+/// then `data: [DONE]`. Dropping the stream (client gone) closes `answers`, which stops the worker.
+fn stream(
+    head: ReplyHead,
+    answers: mpsc::UnboundedReceiver<Event>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    enum Phase {
+        Running(mpsc::UnboundedReceiver<Event>),
+        SendDone,
+        Finished,
+    }
+    let data = |value: serde_json::Value| Ok(SseEvent::default().data(value.to_string()));
+    let start = (head, Phase::Running(answers), true);
+    let events = futures_util::stream::unfold(start, move |(head, phase, first)| async move {
+        let mut answers = match phase {
+            Phase::Running(answers) => answers,
+            Phase::SendDone => {
+                let done = Ok(SseEvent::default().data("[DONE]"));
+                return Some((done, (head, Phase::Finished, first)));
+            }
+            Phase::Finished => return None,
+        };
+        loop {
+            let chunk = match answers.recv().await? {
+                Event::Text(text) => {
+                    let chunk = data(head.delta(&text, first));
+                    return Some((chunk, (head, Phase::Running(answers), false)));
+                }
+                Event::Started { .. } => continue,
+                Event::Done(summary) => data(head.last(&summary)),
+                Event::Failed(e) => data(e.body()),
+            };
+            return Some((chunk, (head, Phase::SendDone, first)));
+        }
+    });
+    Sse::new(events)
+}
+
+async fn models(State(app): State<App>) -> Response {
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": app.rules.model_name,
+            "object": "model",
+            "created": app.started,
+            "owned_by": "adainfer",
+        }],
+    }))
+    .into_response()
+}
+
+async fn health(State(app): State<App>) -> Response {
+    if app.queue.is_closed() {
+        ApiError::overloaded("the engine has stopped").into_response()
+    } else {
+        Json(json!({"status": "ok"})).into_response()
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let capacity = app.queue.max_capacity();
+    let depth = capacity - app.queue.capacity();
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        app.metrics.render(depth, capacity),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    ApiError::not_found(
+        "no such endpoint: try /v1/chat/completions, /v1/completions, /v1/models, /health or /metrics",
+    )
+    .into_response()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::SamplingParams;
+
+    fn shared(queue: mpsc::Sender<Job>) -> Shared {
+        Shared {
+            queue,
+            rules: RequestRules {
+                model_name: "tiny".into(),
+                max_tokens: 8,
+                default_max_tokens: 4,
+                sampling: SamplingParams::greedy(),
+            },
+            template: ChatTemplate::plain(),
+            metrics: Default::default(),
+            started: 0,
+            next_id: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_a_503_and_a_stopped_engine_too() {
+        let (queue, mut jobs) = mpsc::channel(1);
+        let app = Arc::new(shared(queue));
+        let body = || Ok(Bytes::from_static(br#"{"prompt": "hi"}"#));
+        // Nobody serves the queue: the first request waits in it, the second finds it full.
+        let first = app.clone();
+        let waiting =
+            tokio::spawn(async move { complete(&first, Endpoint::Completion, body()).await });
+        while app.queue.capacity() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let e = complete(&app, Endpoint::Completion, body())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.message.contains("queue is full"), "{e}");
+        // The queued job is answered with a failure: the waiting request gets that error.
+        let job = jobs.recv().await.unwrap();
+        job.events
+            .send(Event::Failed(ApiError::bad_request("no")))
+            .unwrap();
+        assert_eq!(waiting.await.unwrap().unwrap_err().message, "no");
+        drop(jobs);
+        let e = complete(&app, Endpoint::Completion, body())
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("stopped"), "{e}");
+    }
+}

@@ -1,0 +1,310 @@
+//! The OpenAI request bodies we accept, checked field by field before any compute is queued.
+//!
+//! Chat and text completions share one body type: the endpoint decides whether `messages` or
+//! `prompt` is required. Fields we do not implement (tools, logprobs, penalties, …) are unknown
+//! fields, refused with their name rather than silently ignored.
+
+use super::error::ApiError;
+use crate::engine::SamplingParams;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionBody {
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `/v1/chat/completions` only.
+    #[serde(default)]
+    pub messages: Option<Vec<ChatMessage>>,
+    /// `/v1/completions` only: a string, or a list holding one string.
+    #[serde(default)]
+    pub prompt: Option<PromptText>,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// The newer name of `max_tokens` in the chat API.
+    #[serde(default)]
+    pub max_completion_tokens: Option<usize>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    /// Not in OpenAI's API; vLLM and mistral.rs accept it too.
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// Keep generating past end-of-text until `max_tokens` (vLLM's extension; for load tests).
+    #[serde(default)]
+    pub ignore_eos: Option<bool>,
+    /// Only 1 is supported.
+    #[serde(default)]
+    pub n: Option<usize>,
+    /// Accepted and ignored (OpenAI uses it for abuse monitoring).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Our extension: which exit policy answers this request.
+    #[serde(default)]
+    pub adainfer: Option<AdaInferOptions>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PromptText {
+    One(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaInferOptions {
+    /// `dense`, or a policy kind of the plugin (`gap_threshold`, `shortgpt`, …).
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+/// Which endpoint a body came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completion,
+}
+
+/// A checked request: everything the worker needs, nothing left to validate but the prompt's
+/// token count (only the tokenizer knows it).
+#[derive(Debug, Clone)]
+pub struct ValidRequest {
+    pub endpoint: Endpoint,
+    /// Chat messages or the completion prompt.
+    pub input: Input,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stream: bool,
+    pub ignore_eos: bool,
+    pub policy: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Input {
+    Messages(Vec<ChatMessage>),
+    Prompt(String),
+}
+
+/// Limits and defaults the server applies to every body.
+#[derive(Debug, Clone)]
+pub struct RequestRules {
+    pub model_name: String,
+    pub max_tokens: usize,
+    pub default_max_tokens: usize,
+    pub sampling: SamplingParams,
+}
+
+pub fn parse(
+    bytes: &[u8],
+    endpoint: Endpoint,
+    rules: &RequestRules,
+) -> Result<ValidRequest, ApiError> {
+    let body: CompletionBody = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    check(body, endpoint, rules)
+}
+
+fn check(
+    body: CompletionBody,
+    endpoint: Endpoint,
+    rules: &RequestRules,
+) -> Result<ValidRequest, ApiError> {
+    if let Some(model) = &body.model {
+        if model != &rules.model_name {
+            return Err(ApiError::not_found(format!(
+                "model {model:?} is not served here; this server serves {:?}",
+                rules.model_name
+            ))
+            .with_param("model"));
+        }
+    }
+    if body.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::bad_request("only n = 1 is supported").with_param("n"));
+    }
+    let input = match (endpoint, body.messages, body.prompt) {
+        (Endpoint::Chat, Some(messages), None) => Input::Messages(check_messages(messages)?),
+        (Endpoint::Completion, None, Some(prompt)) => Input::Prompt(check_prompt(prompt)?),
+        (Endpoint::Chat, _, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "`prompt` belongs to /v1/completions; chat completions take `messages`",
+            )
+            .with_param("prompt"))
+        }
+        (Endpoint::Chat, None, None) => {
+            return Err(ApiError::bad_request("missing field `messages`").with_param("messages"))
+        }
+        (Endpoint::Completion, Some(_), _) => {
+            return Err(ApiError::bad_request(
+                "`messages` belongs to /v1/chat/completions; completions take `prompt`",
+            )
+            .with_param("messages"))
+        }
+        (Endpoint::Completion, None, None) => {
+            return Err(ApiError::bad_request("missing field `prompt`").with_param("prompt"))
+        }
+    };
+    let max_tokens = body
+        .max_completion_tokens
+        .or(body.max_tokens)
+        .unwrap_or(rules.default_max_tokens);
+    if max_tokens == 0 || max_tokens > rules.max_tokens {
+        return Err(ApiError::bad_request(format!(
+            "max_tokens = {max_tokens} is out of range: this server allows 1 to {}",
+            rules.max_tokens
+        ))
+        .with_param("max_tokens"));
+    }
+    let defaults = &rules.sampling;
+    let sampling = SamplingParams {
+        temperature: body.temperature.unwrap_or(defaults.temperature),
+        top_k: body.top_k.unwrap_or(defaults.top_k),
+        top_p: body.top_p.unwrap_or(defaults.top_p),
+        seed: body.seed.unwrap_or(defaults.seed),
+    };
+    sampling
+        .validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(ValidRequest {
+        endpoint,
+        input,
+        max_tokens,
+        sampling,
+        stream: body.stream.unwrap_or(false),
+        ignore_eos: body.ignore_eos.unwrap_or(false),
+        policy: body.adainfer.and_then(|a| a.policy),
+    })
+}
+
+fn check_messages(messages: Vec<ChatMessage>) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_request("`messages` is empty").with_param("messages"));
+    }
+    if let Some(m) = messages
+        .iter()
+        .find(|m| !matches!(m.role.as_str(), "system" | "user" | "assistant"))
+    {
+        return Err(ApiError::bad_request(format!(
+            "message role {:?} is not supported (system, user or assistant)",
+            m.role
+        ))
+        .with_param("messages"));
+    }
+    Ok(messages)
+}
+
+fn check_prompt(prompt: PromptText) -> Result<String, ApiError> {
+    let text = match prompt {
+        PromptText::One(text) => text,
+        PromptText::List(mut list) if list.len() == 1 => list.remove(0),
+        PromptText::List(list) => {
+            return Err(ApiError::bad_request(format!(
+                "`prompt` lists {} prompts; send one per request",
+                list.len()
+            ))
+            .with_param("prompt"))
+        }
+    };
+    if text.is_empty() {
+        return Err(ApiError::bad_request("`prompt` is empty").with_param("prompt"));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> RequestRules {
+        RequestRules {
+            model_name: "tiny".into(),
+            max_tokens: 64,
+            default_max_tokens: 8,
+            sampling: SamplingParams::greedy(),
+        }
+    }
+
+    fn error(body: &str, endpoint: Endpoint) -> ApiError {
+        parse(body.as_bytes(), endpoint, &rules()).unwrap_err()
+    }
+
+    #[test]
+    fn a_chat_body_takes_defaults() {
+        let r = parse(
+            br#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"adainfer":{"policy":"dense"}}"#,
+            Endpoint::Chat,
+            &rules(),
+        )
+        .unwrap();
+        assert_eq!(r.max_tokens, 8);
+        assert!(!r.stream);
+        assert_eq!(r.sampling, SamplingParams::greedy());
+        assert_eq!(r.policy.as_deref(), Some("dense"));
+        assert!(matches!(r.input, Input::Messages(m) if m[0].content == "hi"));
+        let r = parse(
+            br#"{"prompt":["Q: x\nA:"],"max_tokens":3,"temperature":0.5,"seed":9,"stream":true,"ignore_eos":true}"#,
+            Endpoint::Completion,
+            &rules(),
+        )
+        .unwrap();
+        assert!(matches!(&r.input, Input::Prompt(p) if p == "Q: x\nA:"));
+        assert_eq!(
+            (r.max_tokens, r.sampling.seed, r.stream, r.ignore_eos),
+            (3, 9, true, true)
+        );
+    }
+
+    #[test]
+    fn bad_bodies_name_what_is_wrong() {
+        let e = error("{not json", Endpoint::Chat);
+        assert!(e.message.contains("invalid request body"), "{e}");
+        let e = error(r#"{"prompt":"x","tools":[]}"#, Endpoint::Completion);
+        assert!(e.message.contains("unknown field `tools`"), "{e}");
+        let e = error(
+            r#"{"prompt":"x","adainfer":{"polcy":"x"}}"#,
+            Endpoint::Completion,
+        );
+        assert!(e.message.contains("polcy"), "{e}");
+        let e = error(r#"{"prompt":"x","max_tokens":65}"#, Endpoint::Completion);
+        assert_eq!(e.param, Some("max_tokens"));
+        assert!(e.message.contains("1 to 64"), "{e}");
+        let e = error(r#"{"prompt":"x","temperature":-1}"#, Endpoint::Completion);
+        assert!(e.message.contains("temperature"), "{e}");
+        let e = error(r#"{"prompt":"x","model":"gpt-4"}"#, Endpoint::Completion);
+        assert_eq!(e.status, axum::http::StatusCode::NOT_FOUND);
+        let e = error(r#"{"prompt":"x","n":2}"#, Endpoint::Completion);
+        assert_eq!(e.param, Some("n"));
+        let e = error(
+            r#"{"messages":[{"role":"tool","content":"x"}]}"#,
+            Endpoint::Chat,
+        );
+        assert!(e.message.contains("tool"), "{e}");
+        let e = error(r#"{"messages":[]}"#, Endpoint::Chat);
+        assert_eq!(e.param, Some("messages"));
+        let e = error(r#"{"prompt":"x"}"#, Endpoint::Chat);
+        assert_eq!(e.param, Some("prompt"));
+        let e = error(
+            r#"{"messages":[{"role":"user","content":"x"}]}"#,
+            Endpoint::Completion,
+        );
+        assert_eq!(e.param, Some("messages"));
+        let e = error(r#"{"prompt":["a","b"]}"#, Endpoint::Completion);
+        assert!(e.message.contains("2 prompts"), "{e}");
+        let e = error(r#"{"prompt":""}"#, Endpoint::Completion);
+        assert!(e.message.contains("empty"), "{e}");
+    }
+}

@@ -1,0 +1,168 @@
+//! OpenAI response bodies: whole completions and streamed chunks, each with our `adainfer`
+//! object (policy, exit layer of every forward pass, layers saved) where the answer is complete.
+
+use super::openai::Endpoint;
+use super::worker::Summary;
+use crate::engine::FinishReason;
+use serde_json::{json, Value};
+
+/// What every body of one response repeats.
+#[derive(Debug, Clone)]
+pub struct ReplyHead {
+    pub endpoint: Endpoint,
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+impl ReplyHead {
+    fn body(&self, object: &str, choice: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        })
+    }
+
+    /// The non-streaming answer.
+    pub fn complete(&self, s: &Summary) -> Value {
+        let finish = finish_reason(s.finish_reason);
+        let mut body = match self.endpoint {
+            Endpoint::Chat => self.body(
+                "chat.completion",
+                json!({
+                    "index": 0,
+                    "message": {"role": "assistant", "content": s.text},
+                    "finish_reason": finish,
+                }),
+            ),
+            Endpoint::Completion => self.body(
+                "text_completion",
+                json!({"index": 0, "text": s.text, "finish_reason": finish, "logprobs": null}),
+            ),
+        };
+        body["usage"] = usage(s);
+        body["adainfer"] = adainfer(s);
+        body
+    }
+
+    /// A streamed chunk carrying new text (`first`: the chat stream's opening chunk names the role).
+    pub fn delta(&self, text: &str, first: bool) -> Value {
+        match self.endpoint {
+            Endpoint::Chat => {
+                let delta = if first {
+                    json!({"role": "assistant", "content": text})
+                } else {
+                    json!({"content": text})
+                };
+                self.body(
+                    "chat.completion.chunk",
+                    json!({"index": 0, "delta": delta, "finish_reason": null}),
+                )
+            }
+            Endpoint::Completion => self.body(
+                "text_completion",
+                json!({"index": 0, "text": text, "finish_reason": null, "logprobs": null}),
+            ),
+        }
+    }
+
+    /// The last streamed chunk: finish reason, usage and the `adainfer` object.
+    pub fn last(&self, s: &Summary) -> Value {
+        let finish = finish_reason(s.finish_reason);
+        let mut body = match self.endpoint {
+            Endpoint::Chat => self.body(
+                "chat.completion.chunk",
+                json!({"index": 0, "delta": {}, "finish_reason": finish}),
+            ),
+            Endpoint::Completion => self.body(
+                "text_completion",
+                json!({"index": 0, "text": "", "finish_reason": finish, "logprobs": null}),
+            ),
+        };
+        body["usage"] = usage(s);
+        body["adainfer"] = adainfer(s);
+        body
+    }
+}
+
+fn finish_reason(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+fn usage(s: &Summary) -> Value {
+    json!({
+        "prompt_tokens": s.prompt_tokens,
+        "completion_tokens": s.completion_tokens,
+        "total_tokens": s.prompt_tokens + s.completion_tokens,
+    })
+}
+
+/// Our extension: how deep the model went for this answer.
+fn adainfer(s: &Summary) -> Value {
+    let passes = s.passes.len().max(1) as f64;
+    let exit_layers: Vec<usize> = s.passes.iter().map(|p| p.exit_layer).collect();
+    let layers_saved: usize = s
+        .passes
+        .iter()
+        .map(|p| s.num_layers.saturating_sub(p.layers_run))
+        .sum();
+    json!({
+        "policy": s.policy,
+        "num_layers": s.num_layers,
+        "exit_layers": exit_layers,
+        "avg_exit_layer": exit_layers.iter().sum::<usize>() as f64 / passes,
+        "layers_saved": layers_saved,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::metrics::PassRecord;
+
+    #[test]
+    fn bodies_have_the_openai_shape_and_our_extension() {
+        let head = ReplyHead {
+            endpoint: Endpoint::Chat,
+            id: "chatcmpl-1".into(),
+            created: 5,
+            model: "tiny".into(),
+        };
+        let s = Summary {
+            text: " positive".into(),
+            prompt_tokens: 7,
+            completion_tokens: 1,
+            finish_reason: FinishReason::Length,
+            policy: "gap_threshold".into(),
+            num_layers: 12,
+            passes: vec![PassRecord {
+                exit_layer: 3,
+                layers_run: 3,
+            }],
+        };
+        let b = head.complete(&s);
+        assert_eq!(b["object"], "chat.completion");
+        assert_eq!(b["choices"][0]["message"]["content"], " positive");
+        assert_eq!(b["choices"][0]["finish_reason"], "length");
+        assert_eq!(b["usage"]["total_tokens"], 8);
+        assert_eq!(b["adainfer"]["exit_layers"], json!([3]));
+        assert_eq!(b["adainfer"]["layers_saved"], 9);
+        assert_eq!(
+            head.delta("a", true)["choices"][0]["delta"]["role"],
+            "assistant"
+        );
+        assert_eq!(head.last(&s)["choices"][0]["delta"], json!({}));
+        let head = ReplyHead {
+            endpoint: Endpoint::Completion,
+            ..head
+        };
+        assert_eq!(head.complete(&s)["choices"][0]["text"], " positive");
+        assert_eq!(head.delta("a", false)["object"], "text_completion");
+    }
+}

@@ -1,0 +1,390 @@
+//! The OpenAI-compatible server on loopback, in-process, with the vendored task model: many
+//! concurrent requests answered exactly as the library's dense generation, streaming, bad input,
+//! and clients that go away mid-stream.
+
+use adainfer::engine::SamplingParams;
+use adainfer::serve::openai::ChatMessage;
+use adainfer::serve::template::plain_prompt;
+use adainfer::serve::{hooks_for, EngineConfig, Server};
+use adainfer::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod common;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+const MAX_TOKENS: usize = 6;
+
+fn engine_config() -> EngineConfig {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("engine-configs/tiny-llama.toml");
+    EngineConfig::load(&path).unwrap()
+}
+
+async fn start(config: &EngineConfig) -> Server {
+    let engine = config.load_engine().unwrap();
+    let hooks = hooks_for(config, &engine).unwrap();
+    Server::start(config, engine, hooks, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn request(method: &str, url: &str, body: impl Into<Bytes>) -> hyper::Request<Full<Bytes>> {
+    hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+/// Status and body text of a whole response.
+async fn send(client: &HttpClient, req: hyper::Request<Full<Bytes>>) -> (u16, String) {
+    let response = client.request(req).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn post(client: &HttpClient, server: &Server, path: &str, body: &Value) -> (u16, Value) {
+    let url = format!("http://{}{path}", server.addr);
+    let (status, text) = send(client, request("POST", &url, body.to_string())).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn get(client: &HttpClient, server: &Server, path: &str) -> (u16, String) {
+    send(
+        client,
+        request("GET", &format!("http://{}{path}", server.addr), ""),
+    )
+    .await
+}
+
+/// The `data:` payloads of an SSE body, in order.
+fn sse_data(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The text a stream carried, and its last JSON chunk.
+fn streamed(body: &str, chat: bool) -> (String, Value) {
+    let data = sse_data(body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text = chunks
+        .iter()
+        .map(|c| {
+            let choice = &c["choices"][0];
+            let piece = if chat {
+                &choice["delta"]["content"]
+            } else {
+                &choice["text"]
+            };
+            piece.as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    (text, chunks.last().unwrap().clone())
+}
+
+fn sst2_sentences(n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(common::shared().join("data/sst2/dev.tsv")).unwrap();
+    text.lines()
+        .skip(1)
+        .take(n)
+        .map(|l| l.split('\t').next().unwrap().trim().to_string())
+        .collect()
+}
+
+fn dense_text(engine: &Engine, prompt: &str) -> String {
+    engine
+        .generate_text(prompt, MAX_TOKENS, SamplingParams::greedy())
+        .unwrap()
+        .1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_match_dense_generation() {
+    let config = engine_config();
+    let server = start(&config).await;
+    let engine = config.load_engine().unwrap();
+    // 64 requests: completions and chats, every third one streamed.
+    let cases: Vec<(usize, Value, String)> = sst2_sentences(32)
+        .into_iter()
+        .flat_map(|s| {
+            let prompt = format!("Q: {s}\nA:");
+            let messages = vec![ChatMessage { role: "user".into(), content: s, name: None }];
+            let chat_prompt = plain_prompt(&messages);
+            [
+                (json!({"prompt": prompt, "max_tokens": MAX_TOKENS}), dense_text(&engine, &prompt)),
+                (
+                    json!({"messages": messages, "max_tokens": MAX_TOKENS, "model": "tiny-llama-sst2-agnews"}),
+                    dense_text(&engine, &chat_prompt),
+                ),
+            ]
+        })
+        .enumerate()
+        .map(|(i, (mut body, expected))| {
+            body["stream"] = json!(i % 3 == 0);
+            (i, body, expected)
+        })
+        .collect();
+    assert_eq!(cases.len(), 64);
+    let client = client();
+    let url = format!("http://{}", server.addr);
+    let tasks: Vec<_> = cases
+        .into_iter()
+        .map(|(i, body, expected)| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let chat = body.get("messages").is_some();
+                let path = if chat {
+                    "/v1/chat/completions"
+                } else {
+                    "/v1/completions"
+                };
+                let req = request("POST", &format!("{url}{path}"), body.to_string());
+                let (status, text) = send(&client, req).await;
+                assert_eq!(status, 200, "request {i}: {text}");
+                let (answer, last) = if body["stream"] == json!(true) {
+                    streamed(&text, chat)
+                } else {
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    let choice = &v["choices"][0];
+                    let answer = if chat {
+                        &choice["message"]["content"]
+                    } else {
+                        &choice["text"]
+                    };
+                    (answer.as_str().unwrap().to_string(), v)
+                };
+                assert_eq!(answer, expected, "request {i}");
+                assert_eq!(last["adainfer"]["policy"], "dense", "request {i}");
+                let exits = last["adainfer"]["exit_layers"].as_array().unwrap().clone();
+                assert!(
+                    !exits.is_empty() && exits.iter().all(|l| l == 12),
+                    "request {i}: {last}"
+                );
+                assert_eq!(last["adainfer"]["layers_saved"], 0);
+                let tokens = last["usage"]["completion_tokens"].as_u64().unwrap();
+                assert!(tokens as usize <= MAX_TOKENS, "request {i}");
+            })
+        })
+        .collect();
+    let all = async {
+        for task in tasks {
+            task.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(600), all)
+        .await
+        .expect("64 requests did not finish within 10 minutes");
+    let (status, metrics) = get(&client, &server, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "adainfer_requests_total{policy=\"dense\"} 64",
+        "adainfer_http_responses_total{endpoint=\"/v1/completions\",status=\"200\"} 32",
+        "adainfer_layers_saved_total{policy=\"dense\"} 0",
+        "adainfer_average_exit_layer{policy=\"dense\"} 12",
+        "adainfer_queue_depth 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clean_errors_and_the_server_keeps_serving() {
+    let mut config = engine_config();
+    config.scheduler.max_prompt_tokens = Some(16);
+    config.scheduler.max_body_bytes = 4096;
+    let server = start(&config).await;
+    let client = client();
+    let long_prompt =
+        json!({"prompt": "a charming and often affecting journey . ".repeat(8)}).to_string();
+    let long_stream =
+        json!({"prompt": "a charming and often affecting journey . ".repeat(8), "stream": true});
+    let huge_body = json!({"prompt": "x".repeat(5000)}).to_string();
+    let chat = "/v1/chat/completions";
+    let completions = "/v1/completions";
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "POST",
+            completions,
+            b"{not json".to_vec(),
+            400,
+            "invalid request body",
+        ),
+        (
+            "POST",
+            completions,
+            b"\xff\xfe{".to_vec(),
+            400,
+            "invalid request body",
+        ),
+        (
+            "POST",
+            completions,
+            br#"{"prompt":"hi","logprobs":true}"#.to_vec(),
+            400,
+            "unknown field `logprobs`",
+        ),
+        (
+            "POST",
+            chat,
+            br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":100000}"#.to_vec(),
+            400,
+            "max_tokens = 100000",
+        ),
+        (
+            "POST",
+            chat,
+            br#"{"messages":[{"role":"user","content":"hi","tool_calls":[]}]}"#.to_vec(),
+            400,
+            "tool_calls",
+        ),
+        (
+            "POST",
+            completions,
+            long_prompt.into_bytes(),
+            400,
+            "at most 16",
+        ),
+        (
+            "POST",
+            completions,
+            long_stream.to_string().into_bytes(),
+            400,
+            "at most 16",
+        ),
+        (
+            "POST",
+            completions,
+            huge_body.into_bytes(),
+            413,
+            "length limit",
+        ),
+        (
+            "POST",
+            completions,
+            br#"{"prompt":"hi","adainfer":{"policy":"gap_threshold"}}"#.to_vec(),
+            400,
+            "dense only",
+        ),
+        (
+            "POST",
+            completions,
+            br#"{"prompt":"hi","model":"gpt-4"}"#.to_vec(),
+            404,
+            "gpt-4",
+        ),
+        ("GET", "/v1/nothing", Vec::new(), 404, "no such endpoint"),
+    ];
+    for (method, path, body, status, needle) in cases {
+        let url = format!("http://{}{path}", server.addr);
+        let (got, text) = send(&client, request(method, &url, body)).await;
+        assert_eq!(got, status, "{method} {path}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(needle),
+            "{path}: {message:?} lacks {needle:?}"
+        );
+        assert!(v["error"]["type"].is_string(), "{text}");
+    }
+    let (status, v) = post(
+        &client,
+        &server,
+        completions,
+        &json!({"prompt": "Q: fine\nA:", "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["usage"]["prompt_tokens"].as_u64().map(|n| n > 0),
+        Some(true)
+    );
+    let (status, health) = get(&client, &server, "/health").await;
+    assert_eq!((status, health.as_str()), (200, r#"{"status":"ok"}"#));
+    let (status, models) = get(&client, &server, "/v1/models").await;
+    assert_eq!(status, 200);
+    let models: Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(models["data"][0]["id"], "tiny-llama-sst2-agnews");
+    let (_, metrics) = get(&client, &server, "/metrics").await;
+    let line = "adainfer_http_responses_total{endpoint=\"/v1/completions\",status=\"400\"} 6";
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "missing {line:?} in\n{metrics}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_stream_stops_its_generation() {
+    let mut config = engine_config();
+    config.scheduler.max_tokens = 2000;
+    let server = start(&config).await;
+    let client = client();
+    let url = format!("http://{}/v1/completions", server.addr);
+    // Seconds of work (the model would say end-of-text after ~50 tokens; ignore_eos goes on).
+    let body = json!({"prompt": "Q: it 's a charming and often affecting journey .\nA:", "max_tokens": 2000, "stream": true, "ignore_eos": true});
+    let response = client
+        .request(request("POST", &url, body.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.into_body();
+    let first = stream.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(first.starts_with(b"data: {"), "{first:?}");
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, metrics) = get(&client, &server, "/metrics").await;
+        if metrics
+            .lines()
+            .any(|l| l == "adainfer_requests_cancelled_total 1")
+        {
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l == "adainfer_completion_tokens_total 0"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never noticed:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, v) = post(
+        &client,
+        &server,
+        "/v1/completions",
+        &json!({"prompt": "Q: fine\nA:", "max_tokens": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    server.stop().await.unwrap();
+}
