@@ -5,111 +5,22 @@
 use adainfer::engine::SamplingParams;
 use adainfer::serve::openai::ChatMessage;
 use adainfer::serve::template::plain_prompt;
-use adainfer::serve::{hooks_for, EngineConfig, Server};
+use adainfer::serve::AdaptiveOverride;
 use adainfer::Engine;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use server_common::*;
 use std::time::Duration;
 
-mod common;
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+mod server_common;
 
 const MAX_TOKENS: usize = 6;
 
-fn engine_config() -> EngineConfig {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("engine-configs/tiny-llama.toml");
-    EngineConfig::load(&path).unwrap()
-}
-
-async fn start(config: &EngineConfig) -> Server {
-    let engine = config.load_engine().unwrap();
-    let hooks = hooks_for(config, &engine).unwrap();
-    Server::start(config, engine, hooks, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn request(method: &str, url: &str, body: impl Into<Bytes>) -> hyper::Request<Full<Bytes>> {
-    hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json")
-        .body(Full::new(body.into()))
-        .unwrap()
-}
-
-/// Status and body text of a whole response.
-async fn send(client: &HttpClient, req: hyper::Request<Full<Bytes>>) -> (u16, String) {
-    let response = client.request(req).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
-}
-
-async fn post(client: &HttpClient, server: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let url = format!("http://{}{path}", server.addr);
-    let (status, text) = send(client, request("POST", &url, body.to_string())).await;
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn get(client: &HttpClient, server: &Server, path: &str) -> (u16, String) {
-    send(
-        client,
-        request("GET", &format!("http://{}{path}", server.addr), ""),
-    )
-    .await
-}
-
-/// The `data:` payloads of an SSE body, in order.
-fn sse_data(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(str::to_string)
-        .collect()
-}
-
-/// The text a stream carried, and its last JSON chunk.
-fn streamed(body: &str, chat: bool) -> (String, Value) {
-    let data = sse_data(body);
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    let text = chunks
-        .iter()
-        .map(|c| {
-            let choice = &c["choices"][0];
-            let piece = if chat {
-                &choice["delta"]["content"]
-            } else {
-                &choice["text"]
-            };
-            piece.as_str().unwrap_or("").to_string()
-        })
-        .collect();
-    (text, chunks.last().unwrap().clone())
-}
-
-fn sst2_sentences(n: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(common::shared().join("data/sst2/dev.tsv")).unwrap();
-    text.lines()
-        .skip(1)
-        .take(n)
-        .map(|l| l.split('\t').next().unwrap().trim().to_string())
-        .collect()
+/// The shipped engine config with AdaInfer switched off as `--dense` does.
+fn dense_config() -> adainfer::serve::EngineConfig {
+    let mut config = engine_config();
+    config.apply(AdaptiveOverride::Dense);
+    config
 }
 
 fn dense_text(engine: &Engine, prompt: &str) -> String {
@@ -121,7 +32,7 @@ fn dense_text(engine: &Engine, prompt: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_match_dense_generation() {
-    let config = engine_config();
+    let config = dense_config();
     let server = start(&config).await;
     let engine = config.load_engine().unwrap();
     // 64 requests: completions and chats, every third one streamed.
@@ -199,10 +110,10 @@ async fn concurrent_requests_match_dense_generation() {
     let (status, metrics) = get(&client, &server, "/metrics").await;
     assert_eq!(status, 200);
     for line in [
-        "adainfer_requests_total{policy=\"dense\"} 64",
+        "adainfer_requests_total{policy=\"dense\",mode=\"dense\"} 64",
         "adainfer_http_responses_total{endpoint=\"/v1/completions\",status=\"200\"} 32",
-        "adainfer_layers_saved_total{policy=\"dense\"} 0",
-        "adainfer_average_exit_layer{policy=\"dense\"} 12",
+        "adainfer_layers_saved_total{policy=\"dense\",mode=\"dense\"} 0",
+        "adainfer_average_exit_layer{policy=\"dense\",mode=\"dense\"} 12",
         "adainfer_queue_depth 0",
     ] {
         assert!(
@@ -215,7 +126,7 @@ async fn concurrent_requests_match_dense_generation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clean_errors_and_the_server_keeps_serving() {
-    let mut config = engine_config();
+    let mut config = dense_config();
     config.scheduler.max_prompt_tokens = Some(16);
     config.scheduler.max_body_bytes = 4096;
     let server = start(&config).await;
@@ -341,7 +252,7 @@ async fn bad_input_gets_clean_errors_and_the_server_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_mid_stream_stops_its_generation() {
-    let mut config = engine_config();
+    let mut config = dense_config();
     config.scheduler.max_tokens = 2000;
     let server = start(&config).await;
     let client = client();

@@ -18,6 +18,9 @@ pub struct Args {
     /// Serve the plain dense engine, whatever the engine config says.
     #[arg(long)]
     dense: bool,
+    /// Override a plugin config value, e.g. `--set policy.threshold=0.6` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -27,6 +30,7 @@ pub fn run(a: Args) -> Result<()> {
         (None, true) => AdaptiveOverride::Dense,
         (None, false) => AdaptiveOverride::FromFile,
     });
+    config.adaptive.set.extend(a.set);
     let engine = config.load_engine()?;
     let hooks = hooks_for(&config, &engine)?;
     let policy = hooks.default_policy().to_string();

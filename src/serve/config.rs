@@ -18,8 +18,12 @@
 //! [adaptive]
 //! enabled = true
 //! plugin = "../plugin-configs/tiny-llama-sst2-agnews-gap_threshold.toml"
+//! mode = "early_exit"     # or "self_speculative"
+//! kv_fill = "recompute"   # or "propagate", "dense_after_prefill"
 //! ```
 
+use crate::engine::kv_fill::KvFill;
+use crate::engine::modes::{Mode, ModeSpec};
 use crate::engine::SamplingParams;
 use crate::{Engine, LoadOptions};
 use anyhow::{bail, Context, Result};
@@ -116,15 +120,64 @@ impl Default for SchedulerSection {
     }
 }
 
-/// Whether AdaInfer is on, and with which plugin config.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Whether AdaInfer is on, with which plugin config, and how adaptive requests generate.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptiveSection {
     #[serde(default)]
     pub enabled: bool,
-    /// Plugin config (`plugin-configs/*.toml`).
+    /// Plugin config (`plugin-configs/*.toml`); its `[policy] kind` is the default policy.
     #[serde(default)]
     pub plugin: Option<PathBuf>,
+    /// `--set`-style overrides for the plugin config (`"policy.threshold=0.6"`).
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// `early_exit` (each token stops where the policy says) or `self_speculative` (lossless).
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// How early exit fills the KV entries it skips: `recompute` (exact), `propagate`,
+    /// `dense_after_prefill`.
+    #[serde(default = "default_kv_fill")]
+    pub kv_fill: KvFill,
+    /// Drafts per round in `self_speculative` mode.
+    #[serde(default = "default_draft_tokens")]
+    pub draft_tokens: usize,
+}
+
+fn default_mode() -> Mode {
+    Mode::EarlyExit
+}
+
+fn default_kv_fill() -> KvFill {
+    KvFill::Recompute
+}
+
+fn default_draft_tokens() -> usize {
+    4
+}
+
+impl Default for AdaptiveSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            plugin: None,
+            set: Vec::new(),
+            mode: default_mode(),
+            kv_fill: default_kv_fill(),
+            draft_tokens: default_draft_tokens(),
+        }
+    }
+}
+
+impl AdaptiveSection {
+    /// How requests with an exit policy generate.
+    pub fn mode_spec(&self) -> ModeSpec {
+        ModeSpec {
+            mode: self.mode,
+            kv_fill: self.kv_fill,
+            draft_tokens: self.draft_tokens,
+        }
+    }
 }
 
 /// Command-line override of the `[adaptive]` section.
@@ -191,8 +244,15 @@ impl EngineConfig {
             bail!("scheduler.max_prompt_tokens must be at least 1");
         }
         self.sampling.validate().context("in [sampling]")?;
-        if self.adaptive.enabled && self.adaptive.plugin.is_none() {
+        let a = &self.adaptive;
+        if a.enabled && a.plugin.is_none() {
             bail!("adaptive.enabled = true needs adaptive.plugin (a plugin config file)");
+        }
+        if a.mode == Mode::Dense {
+            bail!("adaptive.mode = \"dense\" is the dense engine: set adaptive.enabled = false");
+        }
+        if a.mode == Mode::SelfSpeculative && a.draft_tokens == 0 {
+            bail!("adaptive.draft_tokens must be at least 1 in self_speculative mode");
         }
         Ok(())
     }
@@ -259,6 +319,7 @@ mod tests {
         );
         let c = EngineConfig::load(&path).unwrap();
         assert_eq!(c.model.path, dir.join("m"));
+        assert_eq!(c.adaptive.mode_spec().label(), "early_exit/recompute");
         assert_eq!(c.plugin(), Some(dir.join("p/plugin.toml").as_path()));
         assert_eq!(c.model_name(), "m");
         assert_eq!(c.scheduler.queue_capacity, 64);
@@ -294,6 +355,15 @@ mod tests {
         let path = write(&dir, "[model]\npath = \"m\"\n[sampling]\ntop_p = 0.0\n");
         let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
         assert!(e.contains("top_p"), "{e}");
+        let path = write(&dir, "[model]\npath = \"m\"\n[adaptive]\nmode = \"fast\"\n");
+        let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
+        assert!(e.contains("fast") && e.contains("self_speculative"), "{e}");
+        let path = write(
+            &dir,
+            "[model]\npath = \"m\"\n[adaptive]\nmode = \"dense\"\n",
+        );
+        let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
+        assert!(e.contains("adaptive.enabled = false"), "{e}");
     }
 
     #[test]

@@ -90,6 +90,7 @@ async fn complete(
         sampling: request.sampling,
         ignore_eos: request.ignore_eos,
         policy: request.policy,
+        mode: request.mode,
         events,
     };
     app.queue.try_send(job).map_err(|e| match e {

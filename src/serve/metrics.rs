@@ -1,9 +1,9 @@
 //! Counters for `/metrics`, in the Prometheus text format.
 //!
-//! Per policy: requests, forward passes, the exit layer of each pass (a pass that ran to the end
-//! counts as exiting at the last layer), layers run and layers saved (layers the model has minus
-//! layers that ran, summed over passes). Policy labels come only from requests that ran, so
-//! their number is bounded by the policies the server knows.
+//! Per policy and mode: requests, generated tokens, the depth of each token (the blocks run by
+//! the pass whose logits chose it: the exit layer, or the last layer for a full pass), and layers
+//! saved (layers the model has minus that depth, summed over tokens). Labels come only from
+//! requests that ran, so their number is bounded by the policies and modes the server knows.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -21,24 +21,16 @@ struct Counters {
     cancelled: u64,
     prompt_tokens: u64,
     completion_tokens: u64,
-    policies: BTreeMap<String, PolicyCounters>,
+    /// (policy, mode) → counters.
+    policies: BTreeMap<(String, String), PolicyCounters>,
 }
 
 #[derive(Default, Clone, Copy)]
 struct PolicyCounters {
     requests: u64,
-    passes: u64,
-    exit_layer_sum: u64,
+    tokens: u64,
     layers_run: u64,
     layers_saved: u64,
-}
-
-/// One forward pass as the metrics see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct PassRecord {
-    /// Layer (from 1) whose output gave the logits: the exit layer, or the last layer.
-    pub exit_layer: usize,
-    pub layers_run: usize,
 }
 
 impl Metrics {
@@ -55,25 +47,25 @@ impl Metrics {
         self.lock().cancelled += 1;
     }
 
-    /// A request that ran to the end (or was cancelled after some tokens).
+    /// A request that ran to the end; `depths` holds one entry per generated token.
     pub fn generation(
         &self,
         policy: &str,
+        mode: &str,
         num_layers: usize,
         prompt_tokens: usize,
-        completion_tokens: usize,
-        passes: &[PassRecord],
+        depths: &[usize],
     ) {
         let mut c = self.lock();
         c.prompt_tokens += prompt_tokens as u64;
-        c.completion_tokens += completion_tokens as u64;
-        let p = c.policies.entry(policy.to_string()).or_default();
+        c.completion_tokens += depths.len() as u64;
+        let key = (policy.to_string(), mode.to_string());
+        let p = c.policies.entry(key).or_default();
         p.requests += 1;
-        for pass in passes {
-            p.passes += 1;
-            p.exit_layer_sum += pass.exit_layer as u64;
-            p.layers_run += pass.layers_run as u64;
-            p.layers_saved += num_layers.saturating_sub(pass.layers_run) as u64;
+        for &depth in depths {
+            p.tokens += 1;
+            p.layers_run += depth as u64;
+            p.layers_saved += num_layers.saturating_sub(depth) as u64;
         }
     }
 
@@ -90,7 +82,9 @@ impl Metrics {
         let per_policy = |f: &dyn Fn(&PolicyCounters) -> String| {
             c.policies
                 .iter()
-                .map(|(name, p)| (format!("{{policy=\"{name}\"}}"), f(p)))
+                .map(|((policy, mode), p)| {
+                    (format!("{{policy=\"{policy}\",mode=\"{mode}\"}}"), f(p))
+                })
                 .collect::<Vec<_>>()
         };
         let responses = c
@@ -143,36 +137,36 @@ impl Metrics {
         family(
             "adainfer_requests_total",
             "counter",
-            "Generations that ran, by exit policy.",
+            "Generations that ran, by exit policy and mode.",
             per_policy(&|p| p.requests.to_string()),
         );
         family(
-            "adainfer_forward_passes_total",
+            "adainfer_generated_tokens_total",
             "counter",
-            "Forward passes, by exit policy.",
-            per_policy(&|p| p.passes.to_string()),
+            "Tokens generated, by exit policy and mode.",
+            per_policy(&|p| p.tokens.to_string()),
         );
         family(
             "adainfer_layers_run_total",
             "counter",
-            "Decoder layers that ran, summed over passes.",
+            "Decoder layers run by the pass that chose each token, summed over tokens.",
             per_policy(&|p| p.layers_run.to_string()),
         );
         family(
             "adainfer_layers_saved_total",
             "counter",
-            "Decoder layers skipped (model layers minus layers run), summed over passes.",
+            "Model layers minus the layers run for each token, summed over tokens.",
             per_policy(&|p| p.layers_saved.to_string()),
         );
         family(
             "adainfer_average_exit_layer",
             "gauge",
-            "Mean layer (from 1) whose output gave the logits, over passes.",
+            "Mean layer (from 1) whose output chose a token: the exit layer, or the last one.",
             per_policy(&|p| {
-                if p.passes == 0 {
+                if p.tokens == 0 {
                     "NaN".into()
                 } else {
-                    format!("{}", p.exit_layer_sum as f64 / p.passes as f64)
+                    format!("{}", p.layers_run as f64 / p.tokens as f64)
                 }
             }),
         );
@@ -190,12 +184,8 @@ mod tests {
         m.response("/v1/completions", 200);
         m.response("/v1/completions", 200);
         m.response("/v1/completions", 503);
-        let pass = |exit_layer, layers_run| PassRecord {
-            exit_layer,
-            layers_run,
-        };
-        m.generation("gap_threshold", 12, 5, 2, &[pass(4, 4), pass(12, 12)]);
-        m.generation("dense", 12, 3, 1, &[pass(12, 12)]);
+        m.generation("gap_threshold", "early_exit/recompute", 12, 5, &[4, 12]);
+        m.generation("dense", "dense", 12, 3, &[12]);
         let text = m.render(1, 8);
         for line in [
             "adainfer_http_responses_total{endpoint=\"/v1/completions\",status=\"200\"} 2",
@@ -203,10 +193,10 @@ mod tests {
             "adainfer_prompt_tokens_total 8",
             "adainfer_completion_tokens_total 3",
             "adainfer_queue_depth 1",
-            "adainfer_layers_saved_total{policy=\"gap_threshold\"} 8",
-            "adainfer_layers_saved_total{policy=\"dense\"} 0",
-            "adainfer_average_exit_layer{policy=\"gap_threshold\"} 8",
-            "adainfer_forward_passes_total{policy=\"gap_threshold\"} 2",
+            "adainfer_layers_saved_total{policy=\"gap_threshold\",mode=\"early_exit/recompute\"} 8",
+            "adainfer_layers_saved_total{policy=\"dense\",mode=\"dense\"} 0",
+            "adainfer_average_exit_layer{policy=\"gap_threshold\",mode=\"early_exit/recompute\"} 8",
+            "adainfer_generated_tokens_total{policy=\"gap_threshold\",mode=\"early_exit/recompute\"} 2",
             "# TYPE adainfer_layers_saved_total counter",
         ] {
             assert!(

@@ -20,25 +20,13 @@ pub mod worker;
 
 pub use config::{AdaptiveOverride, EngineConfig};
 pub use error::ApiError;
-pub use policy::{DenseOnly, HookFactory, DENSE};
+pub use policy::{hooks_for, DenseOnly, HookFactory, DENSE};
 
 use crate::Engine;
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-
-/// The hooks a config asks for: dense only, or the AdaInfer plugin's policies.
-pub fn hooks_for(config: &EngineConfig, _engine: &Engine) -> Result<Box<dyn HookFactory>> {
-    match config.plugin() {
-        None => Ok(Box::new(DenseOnly)),
-        Some(plugin) => bail!(
-            "adaptive serving needs the AdaInfer plugin, which this build does not have yet \
-             (plugin config {}); use --dense",
-            plugin.display()
-        ),
-    }
-}
 
 /// A running server: bound, serving, with its engine worker.
 pub struct Server {
@@ -73,6 +61,7 @@ impl Server {
         let worker = worker::Worker {
             engine,
             hooks,
+            mode: config.adaptive.mode_spec(),
             max_prompt_tokens: scheduler.max_prompt_tokens.unwrap_or(context).min(context),
             metrics: metrics.clone(),
         }

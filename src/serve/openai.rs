@@ -5,6 +5,7 @@
 //! fields, refused with their name rather than silently ignored.
 
 use super::error::ApiError;
+use crate::engine::modes::Mode;
 use crate::engine::SamplingParams;
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +72,9 @@ pub struct AdaInferOptions {
     /// `dense`, or a policy kind of the plugin (`gap_threshold`, `shortgpt`, …).
     #[serde(default)]
     pub policy: Option<String>,
+    /// `early_exit` or `self_speculative` (`dense`: every layer, whatever the policy).
+    #[serde(default)]
+    pub mode: Option<Mode>,
 }
 
 /// Which endpoint a body came to.
@@ -92,6 +96,7 @@ pub struct ValidRequest {
     pub stream: bool,
     pub ignore_eos: bool,
     pub policy: Option<String>,
+    pub mode: Option<Mode>,
 }
 
 #[derive(Debug, Clone)]
@@ -186,7 +191,8 @@ fn check(
         sampling,
         stream: body.stream.unwrap_or(false),
         ignore_eos: body.ignore_eos.unwrap_or(false),
-        policy: body.adainfer.and_then(|a| a.policy),
+        policy: body.adainfer.as_ref().and_then(|a| a.policy.clone()),
+        mode: body.adainfer.and_then(|a| a.mode),
     })
 }
 
@@ -245,7 +251,7 @@ mod tests {
     #[test]
     fn a_chat_body_takes_defaults() {
         let r = parse(
-            br#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"adainfer":{"policy":"dense"}}"#,
+            br#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"adainfer":{"policy":"svm","mode":"self_speculative"}}"#,
             Endpoint::Chat,
             &rules(),
         )
@@ -253,7 +259,8 @@ mod tests {
         assert_eq!(r.max_tokens, 8);
         assert!(!r.stream);
         assert_eq!(r.sampling, SamplingParams::greedy());
-        assert_eq!(r.policy.as_deref(), Some("dense"));
+        assert_eq!(r.policy.as_deref(), Some("svm"));
+        assert_eq!(r.mode, Some(Mode::SelfSpeculative));
         assert!(matches!(r.input, Input::Messages(m) if m[0].content == "hi"));
         let r = parse(
             br#"{"prompt":["Q: x\nA:"],"max_tokens":3,"temperature":0.5,"seed":9,"stream":true,"ignore_eos":true}"#,
@@ -279,6 +286,11 @@ mod tests {
             Endpoint::Completion,
         );
         assert!(e.message.contains("polcy"), "{e}");
+        let e = error(
+            r#"{"prompt":"x","adainfer":{"mode":"fast"}}"#,
+            Endpoint::Completion,
+        );
+        assert!(e.message.contains("early_exit"), "{e}");
         let e = error(r#"{"prompt":"x","max_tokens":65}"#, Endpoint::Completion);
         assert_eq!(e.param, Some("max_tokens"));
         assert!(e.message.contains("1 to 64"), "{e}");

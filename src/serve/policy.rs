@@ -4,9 +4,11 @@
 //! state). `dense` always means no hook at all, so a dense request runs exactly the library's
 //! dense generation whatever the server's default policy is.
 
+use super::config::EngineConfig;
 use crate::hook::LayerHook;
+use crate::plugin::{AdaInfer, PluginConfig};
 use crate::Engine;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// The policy name that means "no hook": every layer runs.
 pub const DENSE: &str = "dense";
@@ -18,6 +20,23 @@ pub trait HookFactory: Send {
     /// A fresh hook for `policy`, or `None` for dense. Unknown or unavailable policies are
     /// errors whose message is shown to the client.
     fn make(&self, engine: &Engine, policy: &str) -> Result<Option<Box<dyn LayerHook>>>;
+}
+
+/// The hooks an engine config asks for: dense only, or the AdaInfer plugin's policies. The
+/// plugin's own policy is built once here, so a bad plugin config fails at start-up.
+pub fn hooks_for(config: &EngineConfig, engine: &Engine) -> Result<Box<dyn HookFactory>> {
+    let Some(path) = config.plugin() else {
+        return Ok(Box::new(DenseOnly));
+    };
+    let plugin = PluginConfig::load(path, &config.adaptive.set)?;
+    AdaInfer::from_config(&plugin, engine).with_context(|| {
+        format!(
+            "cannot build the default policy of plugin config {} for model {}",
+            path.display(),
+            config.model.path.display()
+        )
+    })?;
+    Ok(Box::new(PluginHooks { plugin }))
 }
 
 /// The server with AdaInfer off: only `dense`.
@@ -36,5 +55,27 @@ impl HookFactory for DenseOnly {
             );
         }
         Ok(None)
+    }
+}
+
+/// AdaInfer on: the plugin config's policy by default, any other kind on request.
+pub struct PluginHooks {
+    plugin: PluginConfig,
+}
+
+impl HookFactory for PluginHooks {
+    fn default_policy(&self) -> &str {
+        &self.plugin.policy.kind
+    }
+
+    fn make(&self, engine: &Engine, policy: &str) -> Result<Option<Box<dyn LayerHook>>> {
+        if policy == DENSE {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(AdaInfer::for_policy(
+            &self.plugin,
+            engine,
+            policy,
+        )?)))
     }
 }

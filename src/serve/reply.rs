@@ -103,28 +103,29 @@ fn usage(s: &Summary) -> Value {
     })
 }
 
-/// Our extension: how deep the model went for this answer.
+/// Our extension: how deep the model went for this answer. `exit_layers[i]`: the layers run by
+/// the pass that chose token i (the exit layer, or `num_layers` for a full pass).
 fn adainfer(s: &Summary) -> Value {
-    let passes = s.passes.len().max(1) as f64;
-    let exit_layers: Vec<usize> = s.passes.iter().map(|p| p.exit_layer).collect();
-    let layers_saved: usize = s
-        .passes
-        .iter()
-        .map(|p| s.num_layers.saturating_sub(p.layers_run))
-        .sum();
+    let tokens = s.depths.len();
+    let run: usize = s.depths.iter().sum();
+    let avg = if tokens == 0 {
+        Value::Null
+    } else {
+        json!(run as f64 / tokens as f64)
+    };
     json!({
         "policy": s.policy,
+        "mode": s.mode,
         "num_layers": s.num_layers,
-        "exit_layers": exit_layers,
-        "avg_exit_layer": exit_layers.iter().sum::<usize>() as f64 / passes,
-        "layers_saved": layers_saved,
+        "exit_layers": s.depths,
+        "avg_exit_layer": avg,
+        "layers_saved": (s.num_layers * tokens).saturating_sub(run),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::metrics::PassRecord;
 
     #[test]
     fn bodies_have_the_openai_shape_and_our_extension() {
@@ -140,11 +141,9 @@ mod tests {
             completion_tokens: 1,
             finish_reason: FinishReason::Length,
             policy: "gap_threshold".into(),
+            mode: "early_exit/recompute".into(),
             num_layers: 12,
-            passes: vec![PassRecord {
-                exit_layer: 3,
-                layers_run: 3,
-            }],
+            depths: vec![3],
         };
         let b = head.complete(&s);
         assert_eq!(b["object"], "chat.completion");
@@ -153,6 +152,7 @@ mod tests {
         assert_eq!(b["usage"]["total_tokens"], 8);
         assert_eq!(b["adainfer"]["exit_layers"], json!([3]));
         assert_eq!(b["adainfer"]["layers_saved"], 9);
+        assert_eq!(b["adainfer"]["mode"], "early_exit/recompute");
         assert_eq!(
             head.delta("a", true)["choices"][0]["delta"]["role"],
             "assistant"

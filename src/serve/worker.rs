@@ -5,10 +5,11 @@
 //! closes, and the worker stops that generation at the next token and moves on.
 
 use super::error::ApiError;
-use super::metrics::{Metrics, PassRecord};
-use super::policy::HookFactory;
-use crate::engine::generate::{check_request, generate_dense};
-use crate::engine::{FinishReason, GenerationParams, Outputs, Sampler, SamplingParams};
+use super::metrics::Metrics;
+use super::policy::{HookFactory, DENSE};
+use crate::engine::generate::check_request;
+use crate::engine::modes::{generate_mode, Mode, ModeSpec};
+use crate::engine::{FinishReason, GenerationParams, SamplingParams};
 use crate::hook::LayerHook;
 use crate::Engine;
 use anyhow::{anyhow, Result};
@@ -24,10 +25,12 @@ pub struct Job {
     pub ignore_eos: bool,
     /// `None`: the server's default policy.
     pub policy: Option<String>,
+    /// `None`: the server's mode for requests with an exit policy.
+    pub mode: Option<Mode>,
     pub events: mpsc::UnboundedSender<Event>,
 }
 
-/// What the worker tells the request's handler, in this order: `Started`, `Token`s, `Done`;
+/// What the worker tells the request's handler, in this order: `Started`, `Text`s, `Done`;
 /// or `Failed` instead of `Started` (bad prompt, unknown policy) or after it (engine error).
 #[derive(Debug)]
 pub enum Event {
@@ -48,9 +51,11 @@ pub struct Summary {
     pub completion_tokens: usize,
     pub finish_reason: FinishReason,
     pub policy: String,
+    /// `dense`, `early_exit/recompute`, `self_speculative/k=4`, …
+    pub mode: String,
     pub num_layers: usize,
-    /// One per forward pass, the prompt pass first.
-    pub passes: Vec<PassRecord>,
+    /// For each generated token, the blocks run by the pass whose logits chose it.
+    pub depths: Vec<usize>,
 }
 
 /// The client went away: stop generating.
@@ -68,6 +73,8 @@ impl std::error::Error for Cancelled {}
 pub struct Worker {
     pub engine: Engine,
     pub hooks: Box<dyn HookFactory>,
+    /// How requests with an exit policy generate (a request may pick another mode).
+    pub mode: ModeSpec,
     pub max_prompt_tokens: usize,
     pub metrics: Arc<Metrics>,
 }
@@ -92,10 +99,11 @@ impl Worker {
         }
         // A panic in one request must not take the server down with it.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&job)));
-        let failure = match outcome {
-            Ok(Ok(summary)) => {
-                self.record(&summary);
-                Event::Done(summary)
+        let last = match outcome {
+            Ok(Ok(s)) => {
+                let m = &self.metrics;
+                m.generation(&s.policy, &s.mode, s.num_layers, s.prompt_tokens, &s.depths);
+                Event::Done(s)
             }
             Ok(Err(e)) if e.downcast_ref::<Cancelled>().is_some() => {
                 self.metrics.cancelled();
@@ -108,17 +116,7 @@ impl Worker {
             Err(_) => Event::Failed(ApiError::internal("the engine panicked on this request")),
         };
         // The client may be gone already; nothing left to clean up then.
-        let _ = job.events.send(failure);
-    }
-
-    fn record(&self, s: &Summary) {
-        self.metrics.generation(
-            &s.policy,
-            s.num_layers,
-            s.prompt_tokens,
-            s.completion_tokens,
-            &s.passes,
-        );
+        let _ = job.events.send(last);
     }
 
     fn run(&self, job: &Job) -> Result<Summary> {
@@ -130,30 +128,33 @@ impl Worker {
                 "the prompt has {} tokens; this server accepts at most {}",
                 ids.len(),
                 self.max_prompt_tokens
-            ))
-            .with_param("messages")));
+            ))));
         }
         check_request(&engine.model, &ids, job.max_tokens).map_err(bad)?;
-        let policy = job
-            .policy
-            .clone()
-            .unwrap_or_else(|| self.hooks.default_policy().to_string());
-        let hook = self.hooks.make(engine, &policy).map_err(|e| {
+        let default = self.hooks.default_policy();
+        let mut policy = job.policy.clone().unwrap_or_else(|| default.to_string());
+        let mut hook = self.hooks.make(engine, &policy).map_err(|e| {
             anyhow!(ApiError::bad_request(format!("{e:#}")).with_param("adainfer.policy"))
         })?;
+        let mut spec = self.mode;
+        spec.mode = job.mode.unwrap_or(spec.mode);
+        if hook.is_none() || spec.mode == Mode::Dense {
+            // Exactly the dense engine: no hook in any pass.
+            (hook, policy, spec) = (None, DENSE.to_string(), ModeSpec::dense());
+        }
         let started = Event::Started {
             prompt_tokens: ids.len(),
             policy: policy.clone(),
         };
         job.events.send(started).map_err(|_| Cancelled)?;
+        let stop_tokens = match job.ignore_eos {
+            true => Vec::new(),
+            false => engine.eos_token_ids.clone(),
+        };
         let params = GenerationParams {
             max_tokens: job.max_tokens,
             sampling: job.sampling.clone(),
-            stop_tokens: if job.ignore_eos {
-                Vec::new()
-            } else {
-                engine.eos_token_ids.clone()
-            },
+            stop_tokens,
         };
         let mut sink = TokenSink {
             engine,
@@ -161,77 +162,31 @@ impl Worker {
             tokens: Vec::new(),
             sent: String::new(),
         };
-        let (finish_reason, passes) = match hook {
-            None => generate(engine, &ids, &params, &mut sink)?,
-            Some(hook) => generate_with_prompt_hook(engine, &ids, &params, hook, &mut sink)?,
+        // Shorten the boxed hook's `'static` object lifetime to this borrow.
+        let hook: Option<&mut dyn LayerHook> = match &mut hook {
+            Some(h) => Some(h.as_mut()),
+            None => None,
         };
+        let g = generate_mode(
+            &engine.model,
+            &ids,
+            &params,
+            &spec,
+            hook,
+            |token, _depth| sink.push(token),
+        )?;
         let text = sink.finish()?;
         Ok(Summary {
             text,
             prompt_tokens: ids.len(),
-            completion_tokens: sink.tokens.len(),
-            finish_reason,
+            completion_tokens: g.generation.tokens.len(),
+            finish_reason: g.generation.finish_reason,
             policy,
+            mode: spec.label(),
             num_layers: engine.model.num_layers(),
-            passes,
+            depths: g.depths,
         })
     }
-}
-
-/// Dense generation (the library's own), with one full pass recorded per forward.
-fn generate(
-    engine: &Engine,
-    ids: &[u32],
-    params: &GenerationParams,
-    sink: &mut TokenSink,
-) -> Result<(FinishReason, Vec<PassRecord>)> {
-    let g = generate_dense(&engine.model, ids, params, |t| sink.push(t))?;
-    let layers = engine.model.num_layers();
-    // A pass per token, plus the one that produced the stop token.
-    let count = g.tokens.len() + usize::from(g.finish_reason == FinishReason::Stop);
-    let full = PassRecord {
-        exit_layer: layers,
-        layers_run: layers,
-    };
-    Ok((g.finish_reason, vec![full; count]))
-}
-
-/// The hook decides the prompt pass (classification-style use); later tokens decode densely.
-///
-/// Interim until early exit during decode lands in the engine: the prompt pass leaves KV holes
-/// above the exit layer, so the dense continuation re-reads the prompt from a fresh cache.
-fn generate_with_prompt_hook(
-    engine: &Engine,
-    ids: &[u32],
-    params: &GenerationParams,
-    mut hook: Box<dyn LayerHook>,
-    sink: &mut TokenSink,
-) -> Result<(FinishReason, Vec<PassRecord>)> {
-    let model = &engine.model;
-    let mut cache = model.new_cache();
-    let out = model.forward(ids, &mut cache, Some(hook.as_mut()), Outputs::LastToken)?;
-    let layers = model.num_layers();
-    let mut passes = vec![PassRecord {
-        exit_layer: out.exit.as_ref().map_or(layers, |e| e.layer),
-        layers_run: out.layers_run,
-    }];
-    let first = Sampler::new(params.sampling.clone())?.sample(&out.last_logits()?);
-    if params.stop_tokens.contains(&first) {
-        return Ok((FinishReason::Stop, passes));
-    }
-    sink.push(first)?;
-    if params.max_tokens == 1 {
-        return Ok((FinishReason::Length, passes));
-    }
-    let mut prompt = ids.to_vec();
-    prompt.push(first);
-    let rest = GenerationParams {
-        max_tokens: params.max_tokens - 1,
-        ..params.clone()
-    };
-    let (finish, dense) = generate(engine, &prompt, &rest, sink)?;
-    passes.extend(dense);
-    Ok((finish, passes))
 }
 
 /// Collects tokens and sends the text they add, never half a UTF-8 character.

@@ -1,0 +1,119 @@
+//! The server with AdaInfer on (the shipped engine config): answers equal the library's adaptive
+//! generation, the exit layers are reported, a request can ask for dense or for lossless
+//! self-speculative decoding, and `/metrics` counts the layers saved.
+
+use adainfer::engine::modes::generate_mode;
+use adainfer::engine::{GenerationParams, SamplingParams};
+use adainfer::plugin::{AdaInfer, PluginConfig};
+use serde_json::json;
+use server_common::*;
+
+mod server_common;
+
+const MAX_TOKENS: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_answers_match_the_library_and_metrics_show_layers_saved() {
+    let config = engine_config();
+    let plugin_path = config
+        .plugin()
+        .expect("the shipped config turns AdaInfer on")
+        .to_path_buf();
+    let server = start(&config).await;
+    let client = client();
+    let engine = config.load_engine().unwrap();
+    let plugin = PluginConfig::load(&plugin_path, &[]).unwrap();
+    let spec = config.adaptive.mode_spec();
+    let params = GenerationParams {
+        max_tokens: MAX_TOKENS,
+        sampling: SamplingParams::greedy(),
+        stop_tokens: engine.eos_token_ids.clone(),
+    };
+    let mut saved_in_responses = 0;
+    for sentence in sst2_sentences(12) {
+        let prompt = format!("Q: {sentence}\nA:");
+        // Default policy (the plugin config's gap_threshold), as the library runs it.
+        let ids = engine.encode(&prompt).unwrap();
+        let mut hook = AdaInfer::from_config(&plugin, &engine).unwrap();
+        let expected = generate_mode(
+            &engine.model,
+            &ids,
+            &params,
+            &spec,
+            Some(&mut hook),
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        let body = json!({"prompt": prompt, "max_tokens": MAX_TOKENS});
+        let (status, v) = post(&client, &server, "/v1/completions", &body).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            v["choices"][0]["text"],
+            engine.decode(&expected.generation.tokens).unwrap()
+        );
+        let a = &v["adainfer"];
+        assert_eq!(a["policy"], plugin.policy.kind.as_str(), "{v}");
+        assert_eq!(a["mode"], spec.label());
+        assert_eq!(a["exit_layers"], json!(expected.depths), "{prompt}");
+        saved_in_responses += a["layers_saved"].as_u64().unwrap();
+        // The same prompt, dense by request: exactly the dense engine.
+        let dense = engine
+            .generate_text(&prompt, MAX_TOKENS, SamplingParams::greedy())
+            .unwrap();
+        let body =
+            json!({"prompt": prompt, "max_tokens": MAX_TOKENS, "adainfer": {"policy": "dense"}});
+        let (status, v) = post(&client, &server, "/v1/completions", &body).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["choices"][0]["text"], dense.1);
+        assert_eq!(v["adainfer"]["policy"], "dense");
+        assert!(
+            v["adainfer"]["exit_layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l == 12),
+            "{v}"
+        );
+        // Lossless self-speculative decoding by request, streamed: the dense text again.
+        let body = json!({"prompt": prompt, "max_tokens": MAX_TOKENS, "stream": true,
+                          "adainfer": {"mode": "self_speculative"}});
+        let url = format!("http://{}/v1/completions", server.addr);
+        let (status, text) = send(&client, request("POST", &url, body.to_string())).await;
+        assert_eq!(status, 200, "{text}");
+        let (streamed_text, last) = streamed(&text, false);
+        assert_eq!(streamed_text, dense.1, "{prompt}");
+        assert_eq!(last["adainfer"]["mode"], "self_speculative/k=4", "{last}");
+    }
+    assert!(
+        saved_in_responses > 0,
+        "gap_threshold saved no layer on 12 SST-2 prompts"
+    );
+    let (_, metrics) = get(&client, &server, "/metrics").await;
+    let label = format!(
+        "{{policy=\"{}\",mode=\"{}\"}}",
+        plugin.policy.kind,
+        spec.label()
+    );
+    assert_metric(&metrics, &format!("adainfer_requests_total{label} 12"));
+    assert_metric(
+        &metrics,
+        &format!("adainfer_layers_saved_total{label} {saved_in_responses}"),
+    );
+    let average = metric_value(&metrics, &format!("adainfer_average_exit_layer{label}")).unwrap();
+    assert!(average > 0.0 && average < 12.0, "{metrics}");
+    assert_metric(
+        &metrics,
+        "adainfer_layers_saved_total{policy=\"dense\",mode=\"dense\"} 0",
+    );
+    // A policy the plugin does not know is a 400 that lists the ones it does.
+    let body = json!({"prompt": "Q: x\nA:", "adainfer": {"policy": "deep_thought"}});
+    let (status, v) = post(&client, &server, "/v1/completions", &body).await;
+    assert_eq!(status, 400, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("deep_thought") && message.contains("gap_threshold"),
+        "{message}"
+    );
+    assert_eq!(v["error"]["param"], "adainfer.policy");
+    server.stop().await.unwrap();
+}
