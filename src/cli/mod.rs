@@ -6,8 +6,8 @@ mod collect;
 mod eval;
 mod generate;
 mod inspect;
-mod train;
 mod serve;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
