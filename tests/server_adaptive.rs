@@ -2,7 +2,8 @@
 //! generation, the exit layers are reported, a request can ask for dense or for lossless
 //! self-speculative decoding, and `/metrics` counts the layers saved.
 
-use adainfer::engine::modes::generate_mode;
+use adainfer::engine::kv_fill::KvFill;
+use adainfer::engine::modes::{generate_mode, ModeSpec};
 use adainfer::engine::{GenerationParams, SamplingParams};
 use adainfer::plugin::{AdaInfer, PluginConfig};
 use serde_json::json;
@@ -105,6 +106,47 @@ async fn adaptive_answers_match_the_library_and_metrics_show_layers_saved() {
         &metrics,
         "adainfer_layers_saved_total{policy=\"dense\",mode=\"dense\"} 0",
     );
+    // A static policy (skips planned before the pass) needs the propagate KV fill: without it the
+    // request is refused with a hint, with it the answer equals the library's.
+    let prompt = "Q: a gripping , funny and moving film .\nA:";
+    let body = json!({"prompt": prompt, "max_tokens": 2, "adainfer": {"policy": "unified_skip"}});
+    let (status, v) = post(&client, &server, "/v1/completions", &body).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("propagate"),
+        "{v}"
+    );
+    let body = json!({"prompt": prompt, "max_tokens": 2,
+                      "adainfer": {"policy": "unified_skip", "kv_fill": "propagate"}});
+    let (status, v) = post(&client, &server, "/v1/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    let mut hook = AdaInfer::for_policy(&plugin, &engine, "unified_skip").unwrap();
+    let spec = ModeSpec {
+        kv_fill: KvFill::Propagate,
+        ..spec
+    };
+    let ids = engine.encode(prompt).unwrap();
+    let params = GenerationParams {
+        max_tokens: 2,
+        ..params
+    };
+    let expected = generate_mode(
+        &engine.model,
+        &ids,
+        &params,
+        &spec,
+        Some(&mut hook),
+        |_, _| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(
+        v["choices"][0]["text"],
+        engine.decode(&expected.generation.tokens).unwrap()
+    );
+    assert_eq!(v["adainfer"]["exit_layers"], json!(expected.depths));
     // A policy the plugin does not know is a 400 that lists the ones it does.
     let body = json!({"prompt": "Q: x\nA:", "adainfer": {"policy": "deep_thought"}});
     let (status, v) = post(&client, &server, "/v1/completions", &body).await;

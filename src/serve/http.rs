@@ -91,6 +91,7 @@ async fn complete(
         ignore_eos: request.ignore_eos,
         policy: request.policy,
         mode: request.mode,
+        kv_fill: request.kv_fill,
         events,
     };
     app.queue.try_send(job).map_err(|e| match e {

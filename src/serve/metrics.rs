@@ -1,8 +1,9 @@
 //! Counters for `/metrics`, in the Prometheus text format.
 //!
-//! Per policy and mode: requests, generated tokens, the depth of each token (the blocks run by
-//! the pass whose logits chose it: the exit layer, or the last layer for a full pass), and layers
-//! saved (layers the model has minus that depth, summed over tokens). Labels come only from
+//! Per policy and mode: requests, generated tokens, the depth of each token (the layer whose
+//! output chose it: the exit layer, or the last layer for a full pass), and layers saved (layers
+//! the model has minus that depth, summed over tokens; a static policy's up-front skips are not
+//! counted). Labels come only from
 //! requests that ran, so their number is bounded by the policies and modes the server knows.
 
 use std::collections::BTreeMap;
@@ -29,7 +30,7 @@ struct Counters {
 struct PolicyCounters {
     requests: u64,
     tokens: u64,
-    layers_run: u64,
+    exit_layer_sum: u64,
     layers_saved: u64,
 }
 
@@ -64,7 +65,7 @@ impl Metrics {
         p.requests += 1;
         for &depth in depths {
             p.tokens += 1;
-            p.layers_run += depth as u64;
+            p.exit_layer_sum += depth as u64;
             p.layers_saved += num_layers.saturating_sub(depth) as u64;
         }
     }
@@ -147,15 +148,15 @@ impl Metrics {
             per_policy(&|p| p.tokens.to_string()),
         );
         family(
-            "adainfer_layers_run_total",
+            "adainfer_exit_layers_total",
             "counter",
-            "Decoder layers run by the pass that chose each token, summed over tokens.",
-            per_policy(&|p| p.layers_run.to_string()),
+            "Exit layer (from 1) of the pass that chose each token, summed over tokens.",
+            per_policy(&|p| p.exit_layer_sum.to_string()),
         );
         family(
             "adainfer_layers_saved_total",
             "counter",
-            "Model layers minus the layers run for each token, summed over tokens.",
+            "Model layers minus each token's exit layer, summed over tokens.",
             per_policy(&|p| p.layers_saved.to_string()),
         );
         family(
@@ -166,7 +167,7 @@ impl Metrics {
                 if p.tokens == 0 {
                     "NaN".into()
                 } else {
-                    format!("{}", p.layers_run as f64 / p.tokens as f64)
+                    format!("{}", p.exit_layer_sum as f64 / p.tokens as f64)
                 }
             }),
         );

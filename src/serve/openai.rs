@@ -5,6 +5,7 @@
 //! fields, refused with their name rather than silently ignored.
 
 use super::error::ApiError;
+use crate::engine::kv_fill::KvFill;
 use crate::engine::modes::Mode;
 use crate::engine::SamplingParams;
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,9 @@ pub struct AdaInferOptions {
     /// `early_exit` or `self_speculative` (`dense`: every layer, whatever the policy).
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// `recompute`, `propagate` (needed by static policies) or `dense_after_prefill`.
+    #[serde(default)]
+    pub kv_fill: Option<KvFill>,
 }
 
 /// Which endpoint a body came to.
@@ -97,6 +101,7 @@ pub struct ValidRequest {
     pub ignore_eos: bool,
     pub policy: Option<String>,
     pub mode: Option<Mode>,
+    pub kv_fill: Option<KvFill>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,7 +197,8 @@ fn check(
         stream: body.stream.unwrap_or(false),
         ignore_eos: body.ignore_eos.unwrap_or(false),
         policy: body.adainfer.as_ref().and_then(|a| a.policy.clone()),
-        mode: body.adainfer.and_then(|a| a.mode),
+        mode: body.adainfer.as_ref().and_then(|a| a.mode),
+        kv_fill: body.adainfer.and_then(|a| a.kv_fill),
     })
 }
 

@@ -5,7 +5,7 @@
 //! dense generation whatever the server's default policy is.
 
 use super::config::EngineConfig;
-use crate::hook::LayerHook;
+use crate::hook::{Decision, LayerHook, LayerView, PassInfo, SkipPlan};
 use crate::plugin::{AdaInfer, PluginConfig};
 use crate::Engine;
 use anyhow::{bail, Context, Result};
@@ -77,5 +77,37 @@ impl HookFactory for PluginHooks {
             engine,
             policy,
         )?)))
+    }
+}
+
+/// Passes a hook through, remembering whether it skipped layers up front (static policies), so a
+/// mode that cannot repair such skips is reported as the request's fault, not the server's.
+pub struct PlanWatch<'h> {
+    inner: &'h mut dyn LayerHook,
+    pub planned_skips: bool,
+}
+
+impl<'h> PlanWatch<'h> {
+    pub fn new(inner: &'h mut dyn LayerHook) -> Self {
+        Self {
+            inner,
+            planned_skips: false,
+        }
+    }
+}
+
+impl LayerHook for PlanWatch<'_> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn begin_pass(&mut self, info: &PassInfo) -> Result<SkipPlan> {
+        let plan = self.inner.begin_pass(info)?;
+        self.planned_skips |= !plan.is_empty();
+        Ok(plan)
+    }
+
+    fn after_layer(&mut self, view: &mut LayerView<'_>) -> Result<Decision> {
+        self.inner.after_layer(view)
     }
 }

@@ -103,8 +103,10 @@ fn usage(s: &Summary) -> Value {
     })
 }
 
-/// Our extension: how deep the model went for this answer. `exit_layers[i]`: the layers run by
-/// the pass that chose token i (the exit layer, or `num_layers` for a full pass).
+/// Our extension: how deep the model went for this answer. `exit_layers[i]`: the layer whose
+/// output chose token i (the engine's depth: the exit layer, or `num_layers` for a full pass);
+/// `layers_saved`: the layers after those exits. Layers a static policy (shortgpt,
+/// unified_skip) skips before the exit are not in that count.
 fn adainfer(s: &Summary) -> Value {
     let tokens = s.depths.len();
     let run: usize = s.depths.iter().sum();

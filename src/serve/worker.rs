@@ -6,8 +6,9 @@
 
 use super::error::ApiError;
 use super::metrics::Metrics;
-use super::policy::{HookFactory, DENSE};
+use super::policy::{HookFactory, PlanWatch, DENSE};
 use crate::engine::generate::check_request;
+use crate::engine::kv_fill::KvFill;
 use crate::engine::modes::{generate_mode, Mode, ModeSpec};
 use crate::engine::{FinishReason, GenerationParams, SamplingParams};
 use crate::hook::LayerHook;
@@ -27,6 +28,8 @@ pub struct Job {
     pub policy: Option<String>,
     /// `None`: the server's mode for requests with an exit policy.
     pub mode: Option<Mode>,
+    /// `None`: the server's KV fill for early exit.
+    pub kv_fill: Option<KvFill>,
     pub events: mpsc::UnboundedSender<Event>,
 }
 
@@ -138,6 +141,7 @@ impl Worker {
         })?;
         let mut spec = self.mode;
         spec.mode = job.mode.unwrap_or(spec.mode);
+        spec.kv_fill = job.kv_fill.unwrap_or(spec.kv_fill);
         if hook.is_none() || spec.mode == Mode::Dense {
             // Exactly the dense engine: no hook in any pass.
             (hook, policy, spec) = (None, DENSE.to_string(), ModeSpec::dense());
@@ -162,19 +166,26 @@ impl Worker {
             tokens: Vec::new(),
             sent: String::new(),
         };
-        // Shorten the boxed hook's `'static` object lifetime to this borrow.
-        let hook: Option<&mut dyn LayerHook> = match &mut hook {
-            Some(h) => Some(h.as_mut()),
-            None => None,
-        };
-        let g = generate_mode(
+        let mut watch = hook.as_mut().map(|h| PlanWatch::new(h.as_mut()));
+        let generated = generate_mode(
             &engine.model,
             &ids,
             &params,
             &spec,
-            hook,
+            watch.as_mut().map(|w| w as &mut dyn LayerHook),
             |token, _depth| sink.push(token),
-        )?;
+        );
+        let g = match generated {
+            Err(e) if watch.is_some_and(|w| w.planned_skips) && e.downcast_ref::<Cancelled>().is_none() => {
+                return Err(anyhow!(ApiError::bad_request(format!(
+                    "policy {policy} skips layers up front, which mode {} cannot run: {e:#}. \
+                     Ask for \"adainfer\": {{\"mode\": \"early_exit\", \"kv_fill\": \"propagate\"}}",
+                    spec.label()
+                ))
+                .with_param("adainfer.policy")))
+            }
+            other => other?,
+        };
         let text = sink.finish()?;
         Ok(Summary {
             text,
