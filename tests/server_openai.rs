@@ -299,3 +299,35 @@ async fn a_client_gone_mid_stream_stops_its_generation() {
     assert_eq!(status, 200, "{v}");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_strings_end_the_answer_whole_or_streamed() {
+    let config = dense_config();
+    let server = start(&config).await;
+    let engine = config.load_engine().unwrap();
+    let client = client();
+    let prompt = "Q: a gripping , funny and moving film .\nA:";
+    let full = engine
+        .generate_text(prompt, 8, SamplingParams::greedy())
+        .unwrap()
+        .1;
+    let cut = full
+        .find("\n\n")
+        .expect("the model ends its answer with a blank line");
+    for stream in [false, true] {
+        let body =
+            json!({"prompt": prompt, "max_tokens": 8, "stop": ["\n\n", "zzz"], "stream": stream});
+        let url = format!("http://{}/v1/completions", server.addr);
+        let (status, text) = send(&client, request("POST", &url, body.to_string())).await;
+        assert_eq!(status, 200, "{text}");
+        let (answer, last) = if stream {
+            streamed(&text, false)
+        } else {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            (v["choices"][0]["text"].as_str().unwrap().to_string(), v)
+        };
+        assert_eq!(answer, full[..cut], "stream: {stream}");
+        assert_eq!(last["choices"][0]["finish_reason"], "stop", "{last}");
+    }
+    server.stop().await.unwrap();
+}

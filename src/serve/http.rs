@@ -89,6 +89,7 @@ async fn complete(
         max_tokens: request.max_tokens,
         sampling: request.sampling,
         ignore_eos: request.ignore_eos,
+        stop: request.stop,
         policy: request.policy,
         mode: request.mode,
         kv_fill: request.kv_fill,

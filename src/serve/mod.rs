@@ -16,6 +16,7 @@ pub mod openai;
 pub mod policy;
 mod reply;
 pub mod template;
+mod text_stream;
 pub mod worker;
 
 pub use config::{AdaptiveOverride, EngineConfig};

@@ -37,6 +37,9 @@ pub struct CompletionBody {
     pub seed: Option<u64>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// Up to 4 strings; the answer ends before the first one generated.
+    #[serde(default)]
+    pub stop: Option<PromptText>,
     /// Keep generating past end-of-text until `max_tokens` (vLLM's extension; for load tests).
     #[serde(default)]
     pub ignore_eos: Option<bool>,
@@ -60,6 +63,7 @@ pub struct ChatMessage {
     pub name: Option<String>,
 }
 
+/// A string, or a list of strings (`prompt`, `stop`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum PromptText {
@@ -99,6 +103,7 @@ pub struct ValidRequest {
     pub sampling: SamplingParams,
     pub stream: bool,
     pub ignore_eos: bool,
+    pub stop: Vec<String>,
     pub policy: Option<String>,
     pub mode: Option<Mode>,
     pub kv_fill: Option<KvFill>,
@@ -196,6 +201,7 @@ fn check(
         sampling,
         stream: body.stream.unwrap_or(false),
         ignore_eos: body.ignore_eos.unwrap_or(false),
+        stop: check_stop(body.stop)?,
         policy: body.adainfer.as_ref().and_then(|a| a.policy.clone()),
         mode: body.adainfer.as_ref().and_then(|a| a.mode),
         kv_fill: body.adainfer.and_then(|a| a.kv_fill),
@@ -217,6 +223,20 @@ fn check_messages(messages: Vec<ChatMessage>) -> Result<Vec<ChatMessage>, ApiErr
         .with_param("messages"));
     }
     Ok(messages)
+}
+
+fn check_stop(stop: Option<PromptText>) -> Result<Vec<String>, ApiError> {
+    let list = match stop {
+        None => Vec::new(),
+        Some(PromptText::One(s)) => vec![s],
+        Some(PromptText::List(list)) => list,
+    };
+    if list.len() > 4 || list.iter().any(String::is_empty) {
+        return Err(
+            ApiError::bad_request("`stop` takes up to 4 non-empty strings").with_param("stop"),
+        );
+    }
+    Ok(list)
 }
 
 fn check_prompt(prompt: PromptText) -> Result<String, ApiError> {
@@ -269,7 +289,7 @@ mod tests {
         assert_eq!(r.mode, Some(Mode::SelfSpeculative));
         assert!(matches!(r.input, Input::Messages(m) if m[0].content == "hi"));
         let r = parse(
-            br#"{"prompt":["Q: x\nA:"],"max_tokens":3,"temperature":0.5,"seed":9,"stream":true,"ignore_eos":true}"#,
+            br#"{"prompt":["Q: x\nA:"],"max_tokens":3,"temperature":0.5,"seed":9,"stream":true,"ignore_eos":true,"stop":"\n"}"#,
             Endpoint::Completion,
             &rules(),
         )
@@ -279,6 +299,7 @@ mod tests {
             (r.max_tokens, r.sampling.seed, r.stream, r.ignore_eos),
             (3, 9, true, true)
         );
+        assert_eq!(r.stop, vec!["\n".to_string()]);
     }
 
     #[test]
@@ -322,6 +343,13 @@ mod tests {
         assert_eq!(e.param, Some("messages"));
         let e = error(r#"{"prompt":["a","b"]}"#, Endpoint::Completion);
         assert!(e.message.contains("2 prompts"), "{e}");
+        let e = error(
+            r#"{"prompt":"x","stop":["a","b","c","d","e"]}"#,
+            Endpoint::Completion,
+        );
+        assert_eq!(e.param, Some("stop"));
+        let e = error(r#"{"prompt":"x","stop":""}"#, Endpoint::Completion);
+        assert_eq!(e.param, Some("stop"));
         let e = error(r#"{"prompt":""}"#, Endpoint::Completion);
         assert!(e.message.contains("empty"), "{e}");
     }

@@ -7,6 +7,7 @@
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::policy::{HookFactory, PlanWatch, DENSE};
+use super::text_stream::{Cancelled, StopHit, TextStream};
 use crate::engine::generate::check_request;
 use crate::engine::kv_fill::KvFill;
 use crate::engine::modes::{generate_mode, Mode, ModeSpec};
@@ -24,6 +25,8 @@ pub struct Job {
     pub sampling: SamplingParams,
     /// Generate `max_tokens` whatever the model says (no stop on end-of-text).
     pub ignore_eos: bool,
+    /// Stop strings: the answer ends before the first one generated.
+    pub stop: Vec<String>,
     /// `None`: the server's default policy.
     pub policy: Option<String>,
     /// `None`: the server's mode for requests with an exit policy.
@@ -60,18 +63,6 @@ pub struct Summary {
     /// For each generated token, the blocks run by the pass whose logits chose it.
     pub depths: Vec<usize>,
 }
-
-/// The client went away: stop generating.
-#[derive(Debug)]
-struct Cancelled;
-
-impl std::fmt::Display for Cancelled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the client went away")
-    }
-}
-
-impl std::error::Error for Cancelled {}
 
 pub struct Worker {
     pub engine: Engine,
@@ -160,12 +151,7 @@ impl Worker {
             sampling: job.sampling.clone(),
             stop_tokens,
         };
-        let mut sink = TokenSink {
-            engine,
-            events: &job.events,
-            tokens: Vec::new(),
-            sent: String::new(),
-        };
+        let mut text = TextStream::new(engine, &job.events, &job.stop);
         let mut watch = hook.as_mut().map(|h| PlanWatch::new(h.as_mut()));
         let generated = generate_mode(
             &engine.model,
@@ -173,10 +159,13 @@ impl Worker {
             &params,
             &spec,
             watch.as_mut().map(|w| w as &mut dyn LayerHook),
-            |token, _depth| sink.push(token),
+            |token, depth| text.push(token, depth),
         );
-        let g = match generated {
-            Err(e) if watch.is_some_and(|w| w.planned_skips) && e.downcast_ref::<Cancelled>().is_none() => {
+        let finish_reason = match generated {
+            Ok(g) => g.generation.finish_reason,
+            Err(e) if e.downcast_ref::<StopHit>().is_some() => FinishReason::Stop,
+            Err(e) if e.downcast_ref::<Cancelled>().is_some() => return Err(e),
+            Err(e) if watch.is_some_and(|w| w.planned_skips) => {
                 return Err(anyhow!(ApiError::bad_request(format!(
                     "policy {policy} skips layers up front, which mode {} cannot run: {e:#}. \
                      Ask for \"adainfer\": {{\"mode\": \"early_exit\", \"kv_fill\": \"propagate\"}}",
@@ -184,60 +173,18 @@ impl Worker {
                 ))
                 .with_param("adainfer.policy")))
             }
-            other => other?,
+            Err(e) => return Err(e),
         };
-        let text = sink.finish()?;
+        let answer = text.finish()?;
         Ok(Summary {
-            text,
+            text: answer,
             prompt_tokens: ids.len(),
-            completion_tokens: g.generation.tokens.len(),
-            finish_reason: g.generation.finish_reason,
+            completion_tokens: text.tokens.len(),
+            finish_reason,
             policy,
             mode: spec.label(),
             num_layers: engine.model.num_layers(),
-            depths: g.depths,
+            depths: std::mem::take(&mut text.depths),
         })
-    }
-}
-
-/// Collects tokens and sends the text they add, never half a UTF-8 character.
-struct TokenSink<'a> {
-    engine: &'a Engine,
-    events: &'a mpsc::UnboundedSender<Event>,
-    tokens: Vec<u32>,
-    /// Text already sent.
-    sent: String,
-}
-
-impl TokenSink<'_> {
-    fn push(&mut self, token: u32) -> Result<()> {
-        if self.events.is_closed() {
-            return Err(Cancelled.into());
-        }
-        self.tokens.push(token);
-        let text = self.engine.decode(&self.tokens)?;
-        // A byte-level token may end inside a character (decoded as U+FFFD): wait for the rest.
-        if !text.ends_with('\u{FFFD}') {
-            self.send_new(text)?;
-        }
-        Ok(())
-    }
-
-    /// The whole text (as the library decodes it), after sending whatever is still unsent.
-    fn finish(&mut self) -> Result<String> {
-        let text = self.engine.decode(&self.tokens)?;
-        self.send_new(text.clone())?;
-        Ok(text)
-    }
-
-    fn send_new(&mut self, text: String) -> Result<()> {
-        if text.len() > self.sent.len() && text.starts_with(&self.sent) {
-            let delta = text[self.sent.len()..].to_string();
-            self.sent = text;
-            self.events
-                .send(Event::Text(delta))
-                .map_err(|_| Cancelled)?;
-        }
-        Ok(())
     }
 }
