@@ -81,6 +81,18 @@ fn classifiers_reproduce_their_predictions_after_save_and_load() {
         let (classifier, report) = train(&header, &rows, kind, &params, "rows").unwrap();
         assert_eq!(report.holdout_prompts, 15);
         assert!((0.0..=1.0).contains(&report.summary.precision));
+        // The sweep agrees with the summary at the default threshold, and a stricter threshold
+        // never exits more often.
+        let default = report
+            .sweep
+            .iter()
+            .find(|p| p.threshold == classifier.default_threshold())
+            .unwrap();
+        assert_eq!(default.exit_rate, report.summary.exit_rate);
+        assert!(report
+            .sweep
+            .windows(2)
+            .all(|w| w[1].exit_rate <= w[0].exit_rate));
         let path = temp(&format!("{kind}.json"));
         classifier.save(&path).unwrap();
         let loaded = Classifier::load(&path).unwrap();

@@ -46,6 +46,19 @@ pub fn run(a: Args) -> Result<()> {
         s.mean_exit_layer,
         100.0 * report.exit_precision
     );
+    println!(
+        "threshold  exit rate  mean exit layer  exits at a label-1 layer   ([policy.{}] threshold)",
+        a.classifier
+    );
+    for p in &report.sweep {
+        println!(
+            "{:>9.2}  {:>8.1}%  {:>15.2}  {:>23.1}%",
+            p.threshold,
+            100.0 * p.exit_rate,
+            p.mean_exit_layer,
+            100.0 * p.exit_precision
+        );
+    }
     println!("wrote {}", a.out.display());
     Ok(())
 }

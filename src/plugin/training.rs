@@ -177,6 +177,16 @@ pub struct TrainReport {
     pub available_rows: usize,
     /// Of the held-out prompts that exit early, the share whose exit layer has label 1.
     pub exit_precision: f64,
+    /// The same implied exits at other decision thresholds.
+    pub sweep: Vec<ThresholdPoint>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThresholdPoint {
+    pub threshold: f64,
+    pub exit_rate: f64,
+    pub mean_exit_layer: f64,
+    pub exit_precision: f64,
 }
 
 /// Fit `kind` (`svm` or `logistic`) on `rows`, holding out a share of the prompts.
@@ -286,21 +296,27 @@ fn evaluate(
         }
         by_prompt.entry(r.prompt.as_str()).or_default().push(r);
     }
-    let (mut exits, mut exit_ok, mut layer_sum) = (0usize, 0usize, 0usize);
     for rows in by_prompt.values_mut() {
         rows.sort_by_key(|r| r.layer);
-        let first = rows
-            .iter()
-            .find(|r| r.layer < num_layers && classifier.predict(&r.features));
-        match first {
-            Some(r) => {
-                exits += 1;
-                exit_ok += (r.label == 1) as usize;
-                layer_sum += r.layer;
-            }
-            None => layer_sum += num_layers,
-        }
     }
+    let implied = |threshold: f64| {
+        let (mut exits, mut exit_ok, mut layer_sum) = (0usize, 0usize, 0usize);
+        for rows in by_prompt.values() {
+            let first = rows
+                .iter()
+                .find(|r| r.layer < num_layers && classifier.score(&r.features) >= threshold);
+            match first {
+                Some(r) => {
+                    exits += 1;
+                    exit_ok += (r.label == 1) as usize;
+                    layer_sum += r.layer;
+                }
+                None => layer_sum += num_layers,
+            }
+        }
+        (exits, exit_ok, layer_sum)
+    };
+    let (exits, exit_ok, layer_sum) = implied(classifier.default_threshold());
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let prompts = by_prompt.len();
     Ok(TrainReport {
@@ -317,5 +333,26 @@ fn evaluate(
         holdout_prompts: prompts,
         available_rows: 0,
         exit_precision: ratio(exit_ok, exits),
+        sweep: threshold_grid(classifier)
+            .into_iter()
+            .map(|threshold| {
+                let (exits, exit_ok, layer_sum) = implied(threshold);
+                ThresholdPoint {
+                    threshold,
+                    exit_rate: ratio(exits, prompts),
+                    mean_exit_layer: ratio(layer_sum, prompts),
+                    exit_precision: ratio(exit_ok, exits),
+                }
+            })
+            .collect(),
     })
+}
+
+/// Decision thresholds `train` reports, to pick `[policy.<kind>] threshold` for an accuracy
+/// budget (the default 0 / 0.5 treats a false exit like a missed one).
+fn threshold_grid(classifier: &Classifier) -> Vec<f64> {
+    match classifier.kind() {
+        "svm" => vec![-0.5, 0.0, 0.5, 1.0, 1.5, 2.0],
+        _ => vec![0.5, 0.7, 0.8, 0.9, 0.95, 0.99],
+    }
 }
