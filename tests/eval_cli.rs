@@ -205,3 +205,54 @@ fn calibrate_refuses_a_static_policy() {
         "{err}"
     );
 }
+
+#[test]
+fn plots_are_written_as_svg() {
+    let dir = std::env::temp_dir().join(format!("adainfer-plots-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
+        .args([
+            "eval",
+            "--config",
+            &gap_config(),
+            "--task",
+            "sst2",
+            "--limit",
+            "6",
+        ])
+        .args([
+            "--arms",
+            "adaptive",
+            "--sweep-thresholds",
+            "0.5,0.9",
+            "--plots",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --plots adds the dense and oracle arms it draws from.
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| dense |") && table.contains("| oracle |"),
+        "{table}"
+    );
+    for name in [
+        "accuracy_by_layer",
+        "trajectories",
+        "layers_histogram",
+        "accuracy_vs_pruning",
+    ] {
+        let svg = std::fs::read_to_string(dir.join(format!("{name}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{name}"
+        );
+    }
+    let curve = std::fs::read_to_string(dir.join("accuracy_vs_pruning.svg")).unwrap();
+    assert!(curve.contains("gap_threshold as the threshold sweeps"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

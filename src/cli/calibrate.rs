@@ -1,4 +1,4 @@
-use super::eval::{progress, spec_of};
+use super::eval::{parse_list, progress, spec_of};
 use super::PluginArgs;
 use adainfer::eval::ab::{self, Arm};
 use adainfer::eval::run;
@@ -45,18 +45,6 @@ pub struct Args {
     out: Option<PathBuf>,
 }
 
-fn parse_thresholds(list: &str) -> Result<Vec<f64>> {
-    list.split(',')
-        .map(|v| {
-            v.trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .with_context(|| format!("--thresholds: {v:?} is not a number"))
-        })
-        .collect()
-}
-
 fn default_out(config: &Path, task: &str) -> PathBuf {
     let stem = config
         .file_stem()
@@ -100,7 +88,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let kind = config.policy.kind.clone();
     let thresholds = match &a.thresholds {
-        Some(list) => parse_thresholds(list)?,
+        Some(list) => parse_list(list).context("--thresholds")?,
         None => default_thresholds(&kind)?,
     };
     with_threshold(&config, 0.5)?; // fail early on a static policy, before loading anything

@@ -1,6 +1,8 @@
 use super::PluginArgs;
 use adainfer::eval::arms::build_arms;
+use adainfer::eval::plots;
 use adainfer::eval::run::{self, EvalSpec};
+use adainfer::eval::sweep::{self, default_thresholds};
 use adainfer::eval::tasks::{Split, Task};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -45,6 +47,13 @@ pub struct Args {
     /// Dataset directory (default ../shared/data or $ADAINFER_DATA).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Write SVG plots into this directory (adds the oracle arm for the per-layer pictures and,
+    /// with a threshold policy, sweeps its threshold for the accuracy-vs-pruning curve).
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Thresholds of that sweep, comma-separated (default: a grid for the policy kind).
+    #[arg(long)]
+    sweep_thresholds: Option<String>,
     /// f32, bf16 or f16 (without a config; a config's `[model]` says it otherwise).
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -102,6 +111,59 @@ pub fn load_engine(
     }
 }
 
+/// Comma-separated numbers.
+pub fn parse_list(list: &str) -> Result<Vec<f64>> {
+    list.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .with_context(|| format!("{v:?} is not a number"))
+        })
+        .collect()
+}
+
+fn write_plots(
+    dir: &std::path::Path,
+    engine: &adainfer::Engine,
+    config: Option<&adainfer::plugin::PluginConfig>,
+    prepared: &run::Prepared,
+    report: &adainfer::eval::report::EvalReport,
+    ab_run: &adainfer::eval::ab::AbRun,
+    thresholds: Option<Vec<f64>>,
+) -> Result<()> {
+    let policy = config.map_or("", |c| c.policy.kind.as_str());
+    let grid = match thresholds {
+        Some(t) => Some(t),
+        None => default_thresholds(policy).ok(),
+    };
+    let dense = ab_run
+        .arm_names
+        .iter()
+        .position(|n| n == "dense")
+        .map(|i| &ab_run.outcomes[i]);
+    let points = match (config, grid, dense) {
+        (Some(config), Some(grid), Some(dense)) => {
+            let bar = progress(grid.len(), "threshold sweep");
+            let points = sweep::sweep(engine, config, prepared, dense, &grid, |_| bar.inc(1))?;
+            bar.finish_and_clear();
+            points
+        }
+        _ => Vec::new(),
+    };
+    let input = plots::PlotInput {
+        report,
+        run: ab_run,
+        sweep: &points,
+        policy,
+    };
+    for path in plots::write_all(dir, &input)? {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
     if !matches!(a.format.as_str(), "json" | "md") {
         bail!("unknown --format {:?} (expected json or md)", a.format);
@@ -116,12 +178,32 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         "dense,oracle"
     };
-    let arm_list = a.arms.as_deref().unwrap_or(default_arms);
-    let mut arms = build_arms(arm_list, config.as_ref(), &engine)?;
+    let mut arm_list = a.arms.as_deref().unwrap_or(default_arms).to_string();
+    if a.plots.is_some() {
+        // The per-layer pictures come from the oracle's lens; the curve needs dense answers.
+        for needed in ["dense", "oracle"] {
+            if !arm_list.split(',').any(|n| n.trim() == needed) {
+                arm_list = format!("{arm_list},{needed}");
+            }
+        }
+    }
+    let mut arms = build_arms(&arm_list, config.as_ref(), &engine)?;
     let prepared = run::prepare(&engine, &spec)?;
     let bar = progress(prepared.cases.len(), spec.task.name());
-    let (report, _run) = run::evaluate(&engine, &spec, &prepared, &mut arms, || bar.inc(1))?;
+    let (report, run) = run::evaluate(&engine, &spec, &prepared, &mut arms, || bar.inc(1))?;
     bar.finish_and_clear();
+    if let Some(dir) = &a.plots {
+        let thresholds = a.sweep_thresholds.as_deref().map(parse_list).transpose()?;
+        write_plots(
+            dir,
+            &engine,
+            config.as_ref(),
+            &prepared,
+            &report,
+            &run,
+            thresholds,
+        )?;
+    }
     if a.format == "json" {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {

@@ -5,12 +5,13 @@
 //! - [`metrics`]: accuracy, activated layers, pruning and FLOPs ratios, EM / F1;
 //! - [`ab`]: every arm (dense, a hook, the oracle) on the same prompts; [`arms`]: arms by name;
 //! - [`run`]: one evaluation end to end; [`report`]: JSON and Markdown;
-//! - [`sweep`]: threshold sweeps (accuracy-vs-pruning curve, `calibrate`).
+//! - [`sweep`]: threshold sweeps (accuracy-vs-pruning curve, `calibrate`); [`plots`]: SVG figures.
 
 pub mod ab;
 pub mod arms;
 pub mod datasets;
 pub mod metrics;
+pub mod plots;
 pub mod report;
 pub mod run;
 pub mod sweep;
