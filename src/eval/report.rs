@@ -218,3 +218,82 @@ impl EvalReport {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::ab::{AbRun, Case};
+    use crate::eval::metrics::PassCost;
+    use crate::eval::tasks::Example;
+
+    fn case(gold: u32) -> Case {
+        Case {
+            example: Example::new("0".into(), "x".into(), "y".into()),
+            tokens: vec![1, 2],
+            gold: Some(gold),
+        }
+    }
+
+    fn outcome(answer: u32, layers: usize, seconds: f64) -> CaseOutcome {
+        CaseOutcome {
+            answer: Answer::Token(answer),
+            layers: layers as f64,
+            exit_layer: (layers < 4).then_some(layers),
+            passes: vec![PassCost {
+                tokens: 2,
+                context: 2,
+                layers_run: layers,
+                probes: 0,
+                probe_width: 0,
+            }],
+            seconds,
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn arm_numbers_by_hand() {
+        let flops = FlopsModel {
+            num_layers: 4,
+            block_macs_per_token: 10,
+            attention_width: 1,
+            hidden: 1,
+            vocab: 1,
+        };
+        let cases = [case(7), case(8)];
+        let run = AbRun {
+            arm_names: vec!["dense".into(), "early".into()],
+            outcomes: vec![
+                vec![outcome(7, 4, 3.0), outcome(9, 4, 1.0)],
+                vec![outcome(7, 1, 0.5), outcome(8, 3, 1.5)],
+            ],
+        };
+        let arms = summarise(&run, &cases, &flops);
+        let (name, early) = &arms[1];
+        assert_eq!(name, "early");
+        assert_eq!(early.accuracy, 1.0);
+        assert_eq!(arms[0].1.accuracy, 0.5);
+        assert_eq!(early.avg_layers, 2.0);
+        assert_eq!(early.layers_variance, 1.0);
+        assert_eq!(early.pruning_ratio, 0.5);
+        assert_eq!(early.wall_s, Some(2.0));
+        assert_eq!(early.speedup, Some(2.0));
+        assert_eq!(early.agreement_with_dense, Some(0.5));
+        assert_eq!(early.early_exits, 2);
+        assert_eq!(early.layers_histogram, vec![1, 0, 1, 0]);
+        // Per pass: a layer = 2·10·2 + 4·2·2·1 = 56, the head 2. Early: (56+2)+(168+2) over 2·(224+2).
+        assert!((early.flops_ratio - 228.0 / 452.0).abs() < 1e-12);
+        let json = EvalReport {
+            task: "sst2".into(),
+            shots: 0,
+            examples: 2,
+            num_layers: 4,
+            scoring: "full_vocab".into(),
+            arms,
+            accuracy_by_layer: None,
+        }
+        .to_json();
+        assert_eq!(json["arms"]["early"]["speedup"], 2.0);
+        assert_eq!(json["arms"]["dense"]["agreement_with_dense"], 1.0);
+    }
+}
