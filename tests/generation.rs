@@ -5,6 +5,7 @@ mod common;
 
 use adainfer::engine::early_exit::FixedExit;
 use adainfer::engine::modes::{generate_mode, Mode, ModeSpec};
+use adainfer::engine::speculative::DraftSettings;
 use adainfer::engine::{GenerationParams, SamplingParams};
 use adainfer::{Engine, LoadOptions};
 use std::path::PathBuf;
@@ -41,7 +42,7 @@ fn assert_speculative_is_dense(
     let params = greedy(engine, 20);
     let speculative = ModeSpec {
         mode: Mode::SelfSpeculative,
-        draft_tokens,
+        draft: DraftSettings::fixed(draft_tokens),
         ..ModeSpec::dense()
     };
     let (mut drafted, mut accepted) = (0, 0);
@@ -111,4 +112,42 @@ fn speculative_greedy_text_equals_dense_on_the_reference_models() {
             assert_speculative_is_dense(&engine, &prompts, layer, k);
         }
     }
+}
+
+/// The command line prints the same text in both modes (what a user sees).
+#[test]
+fn generate_command_prints_dense_text_in_self_speculative_mode() {
+    let model = vendored_model();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_adainfer"))
+            .args(["generate", "--model"])
+            .arg(&model)
+            .args([
+                "--prompt",
+                "Q: the film is a charming , funny delight .\nA:",
+            ])
+            .args(["--max-tokens", "24"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dense = run(&["--mode", "dense"]);
+    let speculative = run(&[
+        "--mode",
+        "self_speculative",
+        "--draft-layer",
+        "3",
+        "--draft-tokens",
+        "5",
+    ]);
+    assert!(dense.len() > 60, "{dense}");
+    assert_eq!(speculative, dense);
+    let exit = run(&["--mode", "early_exit", "--draft-layer", "3", "--verbose"]);
+    assert!(exit.contains("depth 3"), "{exit}");
 }

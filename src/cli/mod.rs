@@ -1,6 +1,7 @@
 //! The `adainfer` command line: a thin layer over the library, one file per subcommand.
 
 mod bench;
+mod bench_decode;
 mod calibrate;
 mod collect;
 mod eval;
@@ -42,6 +43,8 @@ enum Command {
     Calibrate(calibrate::Args),
     /// Serve the engine over an OpenAI-compatible HTTP API.
     Serve(serve::Args),
+    /// Decode tokens/s of dense, early exit (each KV fill) and self-speculative generation.
+    BenchDecode(bench_decode::Args),
 }
 
 /// Where the model comes from and how it is loaded; shared by every subcommand.
@@ -97,5 +100,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Calibrate(a) => calibrate::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::BenchDecode(a) => bench_decode::run(a),
     }
 }

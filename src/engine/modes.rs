@@ -4,7 +4,7 @@ use super::early_exit::generate_early_exit;
 use super::generate::{generate_dense, Generation, GenerationParams};
 use super::kv_fill::KvFill;
 use super::model::DecoderModel;
-use super::speculative::generate_self_speculative;
+use super::speculative::{generate_self_speculative, DraftSettings};
 use crate::hook::LayerHook;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -54,13 +54,13 @@ impl std::str::FromStr for Mode {
 }
 
 /// A mode with its settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModeSpec {
     pub mode: Mode,
     /// Used by [`Mode::EarlyExit`].
     pub kv_fill: KvFill,
-    /// Drafts per round, used by [`Mode::SelfSpeculative`].
-    pub draft_tokens: usize,
+    /// Drafting per round, used by [`Mode::SelfSpeculative`].
+    pub draft: DraftSettings,
 }
 
 impl ModeSpec {
@@ -68,16 +68,20 @@ impl ModeSpec {
         Self {
             mode: Mode::Dense,
             kv_fill: KvFill::Recompute,
-            draft_tokens: 0,
+            draft: DraftSettings::fixed(4),
         }
     }
 
-    /// Short name for reports: `dense`, `early_exit/recompute`, `self_speculative/k=4`.
+    /// Short name for reports: `dense`, `early_exit/recompute`, `self_speculative/k=4/c=0.3`.
     pub fn label(&self) -> String {
         match self.mode {
             Mode::Dense => "dense".into(),
             Mode::EarlyExit => format!("early_exit/{}", self.kv_fill),
-            Mode::SelfSpeculative => format!("self_speculative/k={}", self.draft_tokens),
+            Mode::SelfSpeculative if self.draft.min_confidence > 0.0 => format!(
+                "self_speculative/k={}/c={}",
+                self.draft.tokens, self.draft.min_confidence
+            ),
+            Mode::SelfSpeculative => format!("self_speculative/k={}", self.draft.tokens),
         }
     }
 }
@@ -159,7 +163,7 @@ pub fn generate_mode(
             generate_early_exit(model, prompt, params, hook, spec.kv_fill, on_token)
         }
         (Mode::SelfSpeculative, Some(hook)) => {
-            generate_self_speculative(model, prompt, params, hook, spec.draft_tokens, on_token)
+            generate_self_speculative(model, prompt, params, hook, &spec.draft, on_token)
         }
     }
 }

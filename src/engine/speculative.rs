@@ -82,20 +82,52 @@ fn record_logits(
     Ok(())
 }
 
-/// Generate losslessly, `draft_hook` choosing each draft's depth and up to `draft_tokens`
-/// drafts per round. `on_token` sees tokens (with the depth of the pass that proposed them) as
+/// How much to draft per round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DraftSettings {
+    /// At most this many drafts per round.
+    pub tokens: usize,
+    /// Stop drafting after a draft whose own softmax top probability (at temperature 1) is
+    /// below this: a draft that unsure is likely rejected, and so would every draft after it.
+    /// 0 = always draft `tokens`.
+    pub min_confidence: f32,
+}
+
+impl DraftSettings {
+    pub fn fixed(tokens: usize) -> Self {
+        Self {
+            tokens,
+            min_confidence: 0.0,
+        }
+    }
+}
+
+/// Top softmax probability of `logits`.
+fn confidence(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    1.0 / logits.iter().map(|&l| (l - max).exp()).sum::<f32>()
+}
+
+/// Generate losslessly, `draft_hook` choosing each draft's depth and `draft` how many drafts
+/// a round makes. `on_token` sees tokens (with the depth of the pass that proposed them) as
 /// they are verified.
 pub fn generate_self_speculative(
     model: &DecoderModel,
     prompt: &[u32],
     params: &GenerationParams,
     draft_hook: &mut dyn LayerHook,
-    draft_tokens: usize,
+    draft: &DraftSettings,
     mut on_token: impl FnMut(u32, usize) -> Result<()>,
 ) -> Result<AdaptiveGeneration> {
     check_request(model, prompt, params.max_tokens)?;
-    if draft_tokens == 0 {
-        bail!("draft_tokens must be at least 1");
+    if draft.tokens == 0 {
+        bail!("draft tokens per round must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&draft.min_confidence) {
+        bail!(
+            "draft confidence must be in [0, 1], got {}",
+            draft.min_confidence
+        );
     }
     let n = model.num_layers();
     let mut sampler = Sampler::new(params.sampling.clone())?;
@@ -132,12 +164,13 @@ pub fn generate_self_speculative(
             break;
         }
         // Leave room for the correction/bonus token the round always adds.
-        let budget = draft_tokens.min(params.max_tokens - produced - 1);
+        let budget = draft.tokens.min(params.max_tokens - produced - 1);
         let round_start = cache.seq_len();
         let mut dense = vec![None; budget + 1];
         let mut drafts = Vec::with_capacity(budget);
         let mut feed = next;
-        while drafts.len() < budget && !params.stop_tokens.contains(&feed) {
+        let mut unsure = false;
+        while drafts.len() < budget && !unsure && !params.stop_tokens.contains(&feed) {
             let pass = step(
                 model,
                 &[feed],
@@ -151,6 +184,7 @@ pub fn generate_self_speculative(
             if let Some(done) = &pass.completed {
                 record_logits(model, done, round_start, &mut dense)?;
             }
+            unsure = confidence(&pass.logits) < draft.min_confidence;
             let q = sampler.distribution(&pass.logits);
             feed = sampler.draw(&q);
             drafts.push((feed, q, pass.depth));

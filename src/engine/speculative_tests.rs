@@ -3,7 +3,7 @@
 use super::early_exit::FixedExit;
 use super::generate::{generate_dense, FinishReason, GenerationParams};
 use super::sampling::{Sampler, SamplingParams};
-use super::speculative::{accept_or_resample, generate_self_speculative, Verdict};
+use super::speculative::{accept_or_resample, generate_self_speculative, DraftSettings, Verdict};
 use super::synthetic::SyntheticSpec;
 use crate::hook::{Decision, LayerHook, LayerView, PassInfo, SkipPlan};
 use anyhow::Result;
@@ -55,9 +55,15 @@ fn greedy_speculative_equals_dense_for_every_draft_depth_and_length() {
         for layer in [1, 3, 6] {
             for k in [1, 4, 16] {
                 let mut hook = FixedExit::new(layer, 6).unwrap();
-                let spec =
-                    generate_self_speculative(&model, prompt, &p, &mut hook, k, |_, _| Ok(()))
-                        .unwrap();
+                let spec = generate_self_speculative(
+                    &model,
+                    prompt,
+                    &p,
+                    &mut hook,
+                    &DraftSettings::fixed(k),
+                    |_, _| Ok(()),
+                )
+                .unwrap();
                 assert_eq!(
                     spec.generation.tokens, dense.tokens,
                     "draft layer {layer}, k {k}, prompt {prompt:?}"
@@ -74,9 +80,37 @@ fn greedy_speculative_equals_dense_for_every_draft_depth_and_length() {
                 assert!(spec.depths.iter().all(|&d| d == layer || d == 6));
             }
         }
-        let mut hook = WanderingExit { pass: 0 };
+        let confident = DraftSettings {
+            tokens: 6,
+            min_confidence: 0.5,
+        };
+        let mut hook = FixedExit::new(2, 6).unwrap();
         let spec =
-            generate_self_speculative(&model, prompt, &p, &mut hook, 5, |_, _| Ok(())).unwrap();
+            generate_self_speculative(&model, prompt, &p, &mut hook, &confident, |_, _| Ok(()))
+                .unwrap();
+        assert_eq!(
+            spec.generation.tokens, dense.tokens,
+            "confidence-limited drafts"
+        );
+        // Nothing is surer than certain: each round stops after its first draft.
+        let unsure = DraftSettings {
+            tokens: 6,
+            min_confidence: 1.0,
+        };
+        let spec = generate_self_speculative(&model, prompt, &p, &mut hook, &unsure, |_, _| Ok(()))
+            .unwrap();
+        assert_eq!(spec.generation.tokens, dense.tokens);
+        assert!(spec.drafted <= spec.rounds, "at most one draft per round");
+        let mut hook = WanderingExit { pass: 0 };
+        let spec = generate_self_speculative(
+            &model,
+            prompt,
+            &p,
+            &mut hook,
+            &DraftSettings::fixed(5),
+            |_, _| Ok(()),
+        )
+        .unwrap();
         assert_eq!(spec.generation.tokens, dense.tokens, "wandering drafts");
     }
 }
@@ -95,10 +129,17 @@ fn stop_tokens_end_speculative_and_dense_at_the_same_place() {
     let dense = generate_dense(&model, PROMPTS[0], &stop, |_| Ok(())).unwrap();
     let mut hook = FixedExit::new(2, 4).unwrap();
     let mut streamed = Vec::new();
-    let spec = generate_self_speculative(&model, PROMPTS[0], &stop, &mut hook, 4, |t, _| {
-        streamed.push(t);
-        Ok(())
-    })
+    let spec = generate_self_speculative(
+        &model,
+        PROMPTS[0],
+        &stop,
+        &mut hook,
+        &DraftSettings::fixed(4),
+        |t, _| {
+            streamed.push(t);
+            Ok(())
+        },
+    )
     .unwrap();
     assert_eq!(dense.finish_reason, FinishReason::Stop);
     assert_eq!(spec.generation.finish_reason, FinishReason::Stop);
@@ -117,8 +158,15 @@ fn full_depth_drafts_are_always_accepted_when_sampling() {
     };
     let mut hook = FixedExit::new(4, 4).unwrap();
     let p = params(30, sampling, Vec::new());
-    let spec =
-        generate_self_speculative(&model, PROMPTS[0], &p, &mut hook, 3, |_, _| Ok(())).unwrap();
+    let spec = generate_self_speculative(
+        &model,
+        PROMPTS[0],
+        &p,
+        &mut hook,
+        &DraftSettings::fixed(3),
+        |_, _| Ok(()),
+    )
+    .unwrap();
     assert_eq!(spec.generation.tokens.len(), 30);
     assert!(spec.acceptance_rate() > 0.99, "{}", spec.acceptance_rate());
 }
@@ -178,8 +226,15 @@ fn zero_draft_tokens_is_an_error() {
     let model = SyntheticSpec::tiny(2).build(DType::F32).unwrap();
     let mut hook = FixedExit::new(1, 2).unwrap();
     let p = params(4, SamplingParams::greedy(), Vec::new());
-    let e = generate_self_speculative(&model, PROMPTS[1], &p, &mut hook, 0, |_, _| Ok(()))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("draft_tokens"), "{e}");
+    let e = generate_self_speculative(
+        &model,
+        PROMPTS[1],
+        &p,
+        &mut hook,
+        &DraftSettings::fixed(0),
+        |_, _| Ok(()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("draft tokens"), "{e}");
 }

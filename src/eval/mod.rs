@@ -9,6 +9,7 @@
 
 pub mod ab;
 pub mod arms;
+pub mod bench_decode;
 pub mod datasets;
 pub mod metrics;
 pub mod plots;
