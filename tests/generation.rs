@@ -4,9 +4,12 @@
 mod common;
 
 use adainfer::engine::early_exit::FixedExit;
+use adainfer::engine::kv_fill::KvFill;
 use adainfer::engine::modes::{generate_mode, Mode, ModeSpec};
 use adainfer::engine::speculative::DraftSettings;
 use adainfer::engine::{GenerationParams, SamplingParams};
+use adainfer::eval::tasks::{self, Split, Task};
+use adainfer::plugin::{load_engine, AdaInfer, PluginConfig};
 use adainfer::{Engine, LoadOptions};
 use std::path::PathBuf;
 
@@ -16,11 +19,10 @@ fn vendored_model() -> PathBuf {
 
 /// SST-2 dev sentences in the task model's prompt format.
 fn sst2_prompts(count: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(common::shared().join("data/sst2/dev.tsv")).unwrap();
-    text.lines()
-        .skip(1)
-        .take(count)
-        .map(|line| format!("Q: {}\nA:", line.split('\t').next().unwrap().trim()))
+    tasks::load_examples(Task::Sst2, Split::Test, Some(count))
+        .unwrap()
+        .iter()
+        .map(tasks::prompt)
         .collect()
 }
 
@@ -114,20 +116,23 @@ fn speculative_greedy_text_equals_dense_on_the_reference_models() {
     }
 }
 
-/// The command line prints the same text in both modes (what a user sees).
+/// The command line prints the same text in both modes (what a user sees), with a fixed draft
+/// layer and with the plugin config's policy.
 #[test]
 fn generate_command_prints_dense_text_in_self_speculative_mode() {
     let model = vendored_model();
-    let run = |extra: &[&str]| {
+    let model = model.to_str().unwrap();
+    let config = plugin_config();
+    let config = config.to_str().unwrap();
+    let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_adainfer"))
-            .args(["generate", "--model"])
-            .arg(&model)
+            .arg("generate")
             .args([
                 "--prompt",
                 "Q: the film is a charming , funny delight .\nA:",
             ])
             .args(["--max-tokens", "24"])
-            .args(extra)
+            .args(args)
             .output()
             .unwrap();
         assert!(
@@ -137,8 +142,11 @@ fn generate_command_prints_dense_text_in_self_speculative_mode() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let dense = run(&["--mode", "dense"]);
-    let speculative = run(&[
+    let dense = run(&["--model", model, "--mode", "dense"]);
+    assert!(dense.len() > 60, "{dense}");
+    let fixed = run(&[
+        "--model",
+        model,
         "--mode",
         "self_speculative",
         "--draft-layer",
@@ -146,8 +154,65 @@ fn generate_command_prints_dense_text_in_self_speculative_mode() {
         "--draft-tokens",
         "5",
     ]);
-    assert!(dense.len() > 60, "{dense}");
-    assert_eq!(speculative, dense);
-    let exit = run(&["--mode", "early_exit", "--draft-layer", "3", "--verbose"]);
+    assert_eq!(fixed, dense);
+    assert_eq!(run(&["--config", config]), dense);
+    let exit = run(&[
+        "--model",
+        model,
+        "--mode",
+        "early_exit",
+        "--draft-layer",
+        "3",
+        "--verbose",
+    ]);
     assert!(exit.contains("depth 3"), "{exit}");
+}
+
+fn plugin_config() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("plugin-configs/tiny-llama-sst2-agnews-self_speculative.toml")
+}
+
+/// With a plugin config the AdaInfer policy picks draft depths; the text is still dense's.
+#[test]
+fn plugin_config_drives_generation_and_speculation_stays_lossless() {
+    let config = PluginConfig::load(&plugin_config(), &[]).unwrap();
+    assert_eq!(config.generation.mode, Mode::SelfSpeculative);
+    let engine = load_engine(&config, None).unwrap();
+    let params = greedy(&engine, 20);
+    for prompt in sst2_prompts(6) {
+        let ids = engine.encode(&prompt).unwrap();
+        let dense = generate_mode(
+            &engine.model,
+            &ids,
+            &params,
+            &ModeSpec::dense(),
+            None,
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        let mut hook = AdaInfer::from_config(&config, &engine).unwrap();
+        let spec = generate_mode(
+            &engine.model,
+            &ids,
+            &params,
+            &config.generation,
+            Some(&mut hook),
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(
+            spec.generation.tokens, dense.generation.tokens,
+            "{prompt:?}"
+        );
+        assert!(spec.drafted > 0);
+    }
+    let overridden = PluginConfig::load(
+        &plugin_config(),
+        &["generation.kv_fill=\"propagate\"".into()],
+    )
+    .unwrap();
+    assert_eq!(overridden.generation.kv_fill, KvFill::Propagate);
+    let bad = PluginConfig::load(&plugin_config(), &["generation.draft.k=3".into()]).unwrap_err();
+    assert!(format!("{bad:#}").contains('k'), "{bad:#}");
 }

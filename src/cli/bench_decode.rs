@@ -1,142 +1,143 @@
-use adainfer::engine::early_exit::FixedExit;
+use super::generate::policy;
+use super::{ConfigModelArgs, PluginArgs};
 use adainfer::engine::kv_fill::KvFill;
-use adainfer::engine::speculative::DraftSettings;
+use adainfer::engine::modes::Mode;
 use adainfer::engine::synthetic::SyntheticSpec;
 use adainfer::engine::{GenerationParams, SamplingParams};
 use adainfer::eval::bench_decode::{bench_decode, markdown_table, parse_modes};
-use adainfer::{Engine, LoadOptions};
+use adainfer::eval::tasks::{self, Split, Task};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face model directory.
-    #[arg(
-        long,
-        default_value = "models/tiny-llama-sst2-agnews",
-        conflicts_with = "synthetic"
-    )]
-    model: PathBuf,
-    /// Benchmark a random-weight model of this shape instead: smollm2-135m (30 × 576).
+    /// Hugging Face model directory; with --config it overrides the config's model path.
     #[arg(long)]
+    model: Option<PathBuf>,
+    /// Benchmark a random-weight model of this shape instead: smollm2-135m (30 × 576), written
+    /// to a temporary directory with the tokenizer of `--tokenizer`.
+    #[arg(long, conflicts_with = "model")]
     synthetic: Option<String>,
-    /// Tokenizer for prompts on a synthetic model (the shared 4,096-token one).
     #[arg(long, default_value = "models/tiny-llama-sst2-agnews/tokenizer.json")]
     tokenizer: PathBuf,
-    /// f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
-    /// cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// SST-2 `text<TAB>label` file; prompts are `Q: {text}\nA:`.
-    #[arg(long, default_value = "../shared/data/sst2/dev.tsv")]
-    sst2: PathBuf,
-    /// How many prompts (the file's first rows).
+    /// f32, bf16 or f16 (default: the config's, else f32).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// cpu, cuda, cuda:N or metal (default: the config's, else cpu).
+    #[arg(long)]
+    device: Option<String>,
+    /// The plugin's policy decides exits and draft depth unless --draft-layer is given.
+    #[command(flatten)]
+    plugin: PluginArgs,
+    /// Prompts `Q: {x}\nA:` from this task's test split (sst2, agnews, …).
+    #[arg(long, default_value = "sst2")]
+    task: String,
+    /// How many prompts (the split's first rows).
     #[arg(long, default_value_t = 20)]
     prompts: usize,
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
-    /// Comma-separated: dense, early_exit[/FILL], self_speculative[/k=N]; `all` = dense, the
-    /// three KV fills and self-speculative.
+    /// Comma-separated: dense, early_exit[/FILL], self_speculative[/k=N][/c=X]; `all` = dense,
+    /// early exit with each KV fill, and self-speculative.
     #[arg(long, default_value = "all")]
     modes: String,
-    /// KV fill for a bare `early_exit`.
-    #[arg(long, default_value = "recompute")]
-    kv_fill: KvFill,
-    /// Exit / draft after this block (1-based).
+    /// KV fill for a bare `early_exit` (default: the config's, else recompute).
     #[arg(long)]
-    draft_layer: usize,
-    /// Drafts per round for a bare `self_speculative`.
-    #[arg(long, default_value_t = 4)]
-    draft_tokens: usize,
-    /// Draft confidence floor for a bare `self_speculative` (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    draft_confidence: f32,
+    kv_fill: Option<KvFill>,
+    /// Exit / draft after this block (1-based) instead of the plugin's policy.
+    #[arg(long)]
+    draft_layer: Option<usize>,
+    /// Drafts per round for a bare `self_speculative` (default: the config's, else 4).
+    #[arg(long)]
+    draft_tokens: Option<usize>,
+    /// Draft confidence floor for a bare `self_speculative` (default: the config's, else 0).
+    #[arg(long)]
+    draft_confidence: Option<f32>,
     /// markdown or json.
     #[arg(long, default_value = "markdown")]
     format: String,
 }
 
-fn sst2_prompts(path: &PathBuf, count: usize) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read SST-2 file {}", path.display()))?;
-    let prompts: Vec<String> = text
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split('\t').next())
-        .map(|x| format!("Q: {}\nA:", x.trim()))
-        .take(count)
-        .collect();
-    if prompts.is_empty() {
-        bail!(
-            "{} holds no prompts (expected a header and `text<TAB>label` rows)",
-            path.display()
-        );
+/// A random-weight model directory that removes itself.
+struct TempModel(PathBuf);
+
+impl Drop for TempModel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
-    Ok(prompts)
 }
 
 pub fn run(a: Args) -> Result<()> {
     if !matches!(a.format.as_str(), "markdown" | "json") {
         bail!("--format must be markdown or json, got {:?}", a.format);
     }
-    let options = LoadOptions::from_names(&a.dtype, &a.device)?;
-    let (model, tokenizer, stop_tokens, name) = match &a.synthetic {
-        Some(shape) if shape == "smollm2-135m" => {
-            let tokenizer = tokenizers::Tokenizer::from_file(&a.tokenizer).map_err(|e| {
-                anyhow::anyhow!("cannot load tokenizer {}: {e}", a.tokenizer.display())
-            })?;
-            let model = SyntheticSpec::smollm2_135m_shape().build(options.dtype)?;
-            (
-                model,
-                tokenizer,
-                Vec::new(),
-                "random-weight 30×576 (SmolLM2-135M shape)".to_string(),
-            )
+    let config = a.plugin.load()?;
+    let temp = match a.synthetic.as_deref() {
+        None => None,
+        Some("smollm2-135m") => {
+            let dir =
+                std::env::temp_dir().join(format!("adainfer-smollm2-shape-{}", std::process::id()));
+            let temp = TempModel(dir);
+            SyntheticSpec::smollm2_135m_shape()
+                .write_dir(&temp.0, &a.tokenizer, 1)
+                .context("cannot write the random-weight model")?;
+            Some(temp)
         }
         Some(other) => bail!("unknown --synthetic shape {other:?}: expected smollm2-135m"),
-        None => {
-            let engine = Engine::load(&a.model, &options)?;
-            (
-                engine.model,
-                engine.tokenizer,
-                engine.eos_token_ids,
-                a.model.display().to_string(),
-            )
-        }
     };
-    let prompts = sst2_prompts(&a.sst2, a.prompts)?
+    let model = temp.as_ref().map(|t| t.0.clone()).or(a.model.clone());
+    if model.is_none() && config.is_none() {
+        bail!("give --model, --synthetic or --config");
+    }
+    let engine = ConfigModelArgs {
+        model,
+        dtype: a.dtype.clone(),
+        device: a.device.clone(),
+    }
+    .load(config.as_ref())?;
+    let mut base = config.as_ref().map(|c| c.generation).unwrap_or_default();
+    base.kv_fill = a.kv_fill.unwrap_or(base.kv_fill);
+    base.fixed_layer = a.draft_layer.or(base.fixed_layer);
+    base.draft.tokens = a.draft_tokens.unwrap_or(base.draft.tokens);
+    base.draft.min_confidence = a.draft_confidence.unwrap_or(base.draft.min_confidence);
+    base.mode = Mode::EarlyExit;
+    let mut policy = policy(&base, config.as_ref(), &engine)?;
+    let policy_name = match (base.fixed_layer, &config) {
+        (Some(layer), _) => format!("fixed exit/draft layer {layer}"),
+        (None, Some(c)) => format!("plugin policy {}", c.policy.kind),
+        (None, None) => bail!("give --draft-layer or a plugin --config to decide exits"),
+    };
+    let hook = policy.hook().context("no exit policy")?;
+    let task = Task::parse(&a.task)?;
+    let prompts = tasks::load_examples(task, Split::Test, Some(a.prompts))?
         .iter()
-        .map(|p| {
-            tokenizer
-                .encode(p.as_str(), true)
-                .map(|e| e.get_ids().to_vec())
-                .map_err(|e| anyhow::anyhow!("cannot tokenize prompt {p:?}: {e}"))
-        })
+        .map(|e| engine.encode(&tasks::prompt(e)))
         .collect::<Result<Vec<_>>>()?;
-    let draft = DraftSettings {
-        tokens: a.draft_tokens,
-        min_confidence: a.draft_confidence,
-    };
-    let modes = parse_modes(&a.modes, a.kv_fill, draft)?;
-    let mut hook = FixedExit::new(a.draft_layer, model.num_layers())?;
+    let modes = parse_modes(&a.modes, base.kv_fill, base.draft)?;
     let params = GenerationParams {
         max_tokens: a.max_tokens,
         sampling: SamplingParams::greedy(),
-        stop_tokens,
+        // Random weights have no real end of text: let every mode run to max_tokens.
+        stop_tokens: if temp.is_some() {
+            Vec::new()
+        } else {
+            engine.eos_token_ids.clone()
+        },
     };
-    let reports = bench_decode(&model, &prompts, &params, &modes, &mut hook)?;
+    let reports = bench_decode(&engine.model, &prompts, &params, &modes, hook)?;
     if a.format == "json" {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
+        let name = match &a.synthetic {
+            Some(shape) => format!("random-weight {shape} shape"),
+            None => engine.files.dir.display().to_string(),
+        };
         println!(
-            "{name}: {} SST-2 prompts, greedy, up to {} tokens, exit/draft layer {} of {}, {}\n",
+            "{name} ({} blocks, {}): {} {task} prompts, greedy, up to {} tokens, {policy_name}\n",
+            engine.model.num_layers(),
+            a.dtype.as_deref().unwrap_or("config/f32"),
             prompts.len(),
             a.max_tokens,
-            a.draft_layer,
-            model.num_layers(),
-            a.dtype
         );
         print!("{}", markdown_table(&reports));
     }

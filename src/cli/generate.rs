@@ -1,17 +1,21 @@
-use super::ModelArgs;
+use super::{ConfigModelArgs, PluginArgs};
 use adainfer::engine::early_exit::FixedExit;
 use adainfer::engine::kv_fill::KvFill;
 use adainfer::engine::modes::{generate_mode, Mode, ModeSpec};
-use adainfer::engine::speculative::DraftSettings;
 use adainfer::engine::{GenerationParams, SamplingParams};
-use adainfer::LayerHook;
-use anyhow::Result;
+use adainfer::plugin::AdaInfer;
+use adainfer::{Engine, LayerHook};
+use anyhow::{Context, Result};
 use std::io::Write;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    model: ModelArgs,
+    model: ConfigModelArgs,
+    /// The plugin's policy decides exits (early_exit) and draft depth (self_speculative); its
+    /// `[generation]` table gives the defaults of the flags below.
+    #[command(flatten)]
+    plugin: PluginArgs,
     #[arg(long)]
     prompt: String,
     #[arg(long, default_value_t = 32)]
@@ -26,29 +30,79 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// dense, early_exit (lossy: each token stops where the policy says) or self_speculative
-    /// (shallow drafts verified by every block: the dense output, faster).
-    #[arg(long, default_value = "dense")]
-    mode: Mode,
+    /// (shallow drafts verified by every block: the dense output). Default: dense.
+    #[arg(long)]
+    mode: Option<Mode>,
     /// How early_exit fills the K/V an exit leaves out: propagate (approximate), recompute
-    /// (exact cache) or dense_after_prefill (exit in the prompt pass only).
-    #[arg(long, default_value = "recompute")]
-    kv_fill: KvFill,
-    /// Exit (early_exit) or draft (self_speculative) after this block, counted from 1.
+    /// (exact cache) or dense_after_prefill (exit in the prompt pass only). Default: recompute.
+    #[arg(long)]
+    kv_fill: Option<KvFill>,
+    /// Exit (early_exit) or draft (self_speculative) after this block, counted from 1, instead
+    /// of asking the plugin's policy.
     #[arg(long)]
     draft_layer: Option<usize>,
-    /// Drafts per self-speculative round (at most).
-    #[arg(long, default_value_t = 4)]
-    draft_tokens: usize,
-    /// End a round's drafting after a draft whose top probability is below this (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    draft_confidence: f32,
+    /// Drafts per self-speculative round, at most. Default: 4.
+    #[arg(long)]
+    draft_tokens: Option<usize>,
+    /// End a round's drafting after a draft whose top probability is below this. Default: 0 (off).
+    #[arg(long)]
+    draft_confidence: Option<f32>,
     /// Print each token with the depth of the pass that chose it, the token ids and timings.
     #[arg(long)]
     verbose: bool,
 }
 
+impl Args {
+    /// The config's `[generation]` table with the flags given on top.
+    fn mode_spec(&self, config: Option<&ModeSpec>) -> ModeSpec {
+        let mut spec = config.copied().unwrap_or_default();
+        spec.mode = self.mode.unwrap_or(spec.mode);
+        spec.kv_fill = self.kv_fill.unwrap_or(spec.kv_fill);
+        spec.fixed_layer = self.draft_layer.or(spec.fixed_layer);
+        spec.draft.tokens = self.draft_tokens.unwrap_or(spec.draft.tokens);
+        spec.draft.min_confidence = self.draft_confidence.unwrap_or(spec.draft.min_confidence);
+        spec
+    }
+}
+
+/// Who decides exits / draft depth: the fixed layer if one is set, else the plugin's policy.
+pub(super) enum Policy {
+    Fixed(FixedExit),
+    Plugin(Box<AdaInfer>),
+    None,
+}
+
+impl Policy {
+    pub(super) fn hook(&mut self) -> Option<&mut dyn LayerHook> {
+        match self {
+            Policy::Fixed(h) => Some(h),
+            Policy::Plugin(h) => Some(h.as_mut()),
+            Policy::None => None,
+        }
+    }
+}
+
+pub(super) fn policy(
+    spec: &ModeSpec,
+    config: Option<&adainfer::plugin::PluginConfig>,
+    engine: &Engine,
+) -> Result<Policy> {
+    Ok(match (spec.fixed_layer, config) {
+        _ if spec.mode == Mode::Dense => Policy::None,
+        (Some(layer), _) => Policy::Fixed(
+            FixedExit::new(layer, engine.model.num_layers())
+                .context("--draft-layer / [generation] fixed_layer")?,
+        ),
+        (None, Some(c)) => Policy::Plugin(Box::new(AdaInfer::from_config(c, engine)?)),
+        (None, None) => Policy::None,
+    })
+}
+
 pub fn run(a: Args) -> Result<()> {
-    let engine = a.model.load()?;
+    let config = a.plugin.load()?;
+    let engine = a.model.load(config.as_ref())?;
+    let spec = a.mode_spec(config.as_ref().map(|c| &c.generation));
+    let mut policy = policy(&spec, config.as_ref(), &engine)?;
     let params = GenerationParams {
         max_tokens: a.max_tokens,
         sampling: SamplingParams {
@@ -59,28 +113,22 @@ pub fn run(a: Args) -> Result<()> {
         },
         stop_tokens: engine.eos_token_ids.clone(),
     };
-    let spec = ModeSpec {
-        mode: a.mode,
-        kv_fill: a.kv_fill,
-        draft: DraftSettings {
-            tokens: a.draft_tokens,
-            min_confidence: a.draft_confidence,
-        },
-    };
-    let mut fixed = a
-        .draft_layer
-        .map(|layer| FixedExit::new(layer, engine.model.num_layers()))
-        .transpose()?;
-    let hook = fixed.as_mut().map(|h| h as &mut dyn LayerHook);
     let ids = engine.encode(&a.prompt)?;
     let mut out = std::io::stdout().lock();
-    let g = generate_mode(&engine.model, &ids, &params, &spec, hook, |token, depth| {
-        if a.verbose {
-            let piece = engine.decode(&[token])?;
-            writeln!(out, "token {token:>6} {piece:?} depth {depth}")?;
-        }
-        Ok(())
-    })?;
+    let g = generate_mode(
+        &engine.model,
+        &ids,
+        &params,
+        &spec,
+        policy.hook(),
+        |token, depth| {
+            if a.verbose {
+                let piece = engine.decode(&[token])?;
+                writeln!(out, "token {token:>6} {piece:?} depth {depth}")?;
+            }
+            Ok(())
+        },
+    )?;
     let text = engine.decode(&g.generation.tokens)?;
     writeln!(out, "{}{}", a.prompt, text)?;
     if a.verbose {
@@ -99,7 +147,7 @@ pub fn run(a: Args) -> Result<()> {
             engine.model.num_layers(),
             gen.finish_reason
         )?;
-        if a.mode == Mode::SelfSpeculative {
+        if spec.mode == Mode::SelfSpeculative {
             writeln!(
                 out,
                 "{} rounds, {} drafted, {} accepted ({:.1}%), mean draft depth {:.2}",

@@ -10,7 +10,7 @@ mod inspect;
 mod serve;
 mod train;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -78,6 +78,45 @@ pub struct PluginArgs {
     /// Override a config value, e.g. `--set policy.threshold=0.6` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub set: Vec<String>,
+}
+
+/// `--model` / `--dtype` / `--device` where a plugin config may give them instead.
+#[derive(clap::Args, Clone)]
+pub struct ConfigModelArgs {
+    /// Hugging Face model directory; with --config it overrides the config's model path.
+    #[arg(long, required_unless_present = "config")]
+    pub model: Option<PathBuf>,
+    /// f32, bf16 or f16 (default: the config's, else f32).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// cpu, cuda, cuda:N or metal (default: the config's, else cpu).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+impl ConfigModelArgs {
+    pub fn load(
+        &self,
+        config: Option<&adainfer::plugin::PluginConfig>,
+    ) -> Result<adainfer::Engine> {
+        match config {
+            Some(c) => {
+                let mut c = c.clone();
+                c.model.dtype = self.dtype.clone().unwrap_or(c.model.dtype);
+                c.model.device = self.device.clone().unwrap_or(c.model.device);
+                adainfer::plugin::load_engine(&c, self.model.as_deref())
+            }
+            None => ModelArgs {
+                model: self
+                    .model
+                    .clone()
+                    .context("--model or --config is required")?,
+                dtype: self.dtype.clone().unwrap_or_else(|| "f32".into()),
+                device: self.device.clone().unwrap_or_else(|| "cpu".into()),
+            }
+            .load(),
+        }
+    }
 }
 
 impl PluginArgs {

@@ -53,23 +53,36 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// A mode with its settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A mode with its settings; also the `[generation]` table of a plugin config (every key
+/// optional, `[generation.draft]` for drafting).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ModeSpec {
     pub mode: Mode,
     /// Used by [`Mode::EarlyExit`].
     pub kv_fill: KvFill,
+    /// Exit (early exit) or draft (self-speculative) after this block (1-based) instead of
+    /// asking the plugin's policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_layer: Option<usize>,
     /// Drafting per round, used by [`Mode::SelfSpeculative`].
     pub draft: DraftSettings,
 }
 
-impl ModeSpec {
-    pub fn dense() -> Self {
+impl Default for ModeSpec {
+    fn default() -> Self {
         Self {
             mode: Mode::Dense,
             kv_fill: KvFill::Recompute,
+            fixed_layer: None,
             draft: DraftSettings::fixed(4),
         }
+    }
+}
+
+impl ModeSpec {
+    pub fn dense() -> Self {
+        Self::default()
     }
 
     /// Short name for reports: `dense`, `early_exit/recompute`, `self_speculative/k=4/c=0.3`.

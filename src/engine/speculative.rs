@@ -82,8 +82,9 @@ fn record_logits(
     Ok(())
 }
 
-/// How much to draft per round.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How much to draft per round (`[generation.draft]` in a plugin config).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DraftSettings {
     /// At most this many drafts per round.
     pub tokens: usize,
@@ -91,6 +92,12 @@ pub struct DraftSettings {
     /// below this: a draft that unsure is likely rejected, and so would every draft after it.
     /// 0 = always draft `tokens`.
     pub min_confidence: f32,
+}
+
+impl Default for DraftSettings {
+    fn default() -> Self {
+        Self::fixed(4)
+    }
 }
 
 impl DraftSettings {

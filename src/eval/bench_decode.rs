@@ -16,9 +16,9 @@ use serde::Serialize;
 /// from `kv_fill` and `draft`); `all` = dense, early exit with each fill, self-speculative.
 pub fn parse_modes(list: &str, kv_fill: KvFill, draft: DraftSettings) -> Result<Vec<ModeSpec>> {
     let base = ModeSpec {
-        mode: Mode::Dense,
         kv_fill,
         draft,
+        ..ModeSpec::dense()
     };
     if list.trim() == "all" {
         let mut all = vec![base];

@@ -19,6 +19,9 @@ pub struct PluginConfig {
     pub policy: PolicySection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// How `generate` decodes: mode, KV fill, drafting (see `engine::modes`).
+    #[serde(default)]
+    pub generation: crate::engine::modes::ModeSpec,
     #[serde(default)]
     pub train: TrainSection,
     /// The file this came from (for messages), not a TOML key.
