@@ -170,7 +170,7 @@ fn generate_command_prints_dense_text_in_self_speculative_mode() {
 
 fn plugin_config() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("plugin-configs/tiny-llama-sst2-agnews-self_speculative.toml")
+        .join("plugin-configs/generation/tiny-llama-sst2-agnews-self_speculative.toml")
 }
 
 /// With a plugin config the AdaInfer policy picks draft depths; the text is still dense's.

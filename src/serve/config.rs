@@ -172,11 +172,13 @@ impl Default for AdaptiveSection {
 impl AdaptiveSection {
     /// How requests with an exit policy generate.
     pub fn mode_spec(&self) -> ModeSpec {
-        ModeSpec {
+        let mut spec = ModeSpec {
             mode: self.mode,
             kv_fill: self.kv_fill,
-            draft_tokens: self.draft_tokens,
-        }
+            ..ModeSpec::default()
+        };
+        spec.draft.tokens = self.draft_tokens;
+        spec
     }
 }
 
