@@ -60,10 +60,11 @@ fn absolute_paths(config: &mut PluginConfig) {
         }
     };
     absolute(&mut config.model.path);
-    for params in [&mut config.policy.svm, &mut config.policy.logistic] {
-        if let Some(params) = params {
-            absolute(&mut params.classifier);
-        }
+    for params in [&mut config.policy.svm, &mut config.policy.logistic]
+        .into_iter()
+        .flatten()
+    {
+        absolute(&mut params.classifier);
     }
 }
 

@@ -157,6 +157,9 @@ fn mean_per_layer(traces: &[&LayerTrace], pick: impl Fn(&LayerTrace) -> &[f32]) 
         .collect()
 }
 
+/// Which per-layer series of a trace a panel shows.
+type FeatureOf = fn(&LayerTrace) -> &[f32];
+
 /// Easy prompts settle (oracle) at or before the median layer; hard ones after it.
 fn trajectories(report: &EvalReport, traces: &[(&LayerTrace, usize)]) -> Result<String> {
     let mut settle: Vec<usize> = traces.iter().map(|t| t.1).collect();
@@ -179,7 +182,7 @@ fn trajectories(report: &EvalReport, traces: &[(&LayerTrace, usize)]) -> Result<
             .titled(&title(report, "Gap and top-prob across layers"), (FONT, 22))
             .map_err(plot_err)?;
         let panels = body.split_evenly((1, 2));
-        let features: [(&str, fn(&LayerTrace) -> &[f32]); 2] = [
+        let features: [(&str, FeatureOf); 2] = [
             ("gap (p1 − p2)", |t| &t.gap),
             ("top prob (p1)", |t| &t.top_prob),
         ];
