@@ -195,7 +195,7 @@ fn propagate_fills_planned_skips_and_recompute_refuses_them() {
             KvFill::Propagate,
         )
         .unwrap();
-        assert_eq!(out.depth, 4);
+        assert_eq!(out.depth, 3, "4 blocks, block 2 skipped by plan");
     }
     assert!(cache.holes().is_empty());
     let (mut cache, mut backlog) = (model.new_cache(), Backlog::default());

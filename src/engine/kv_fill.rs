@@ -136,7 +136,8 @@ pub struct StepOutput {
     /// Logits of the last current token: the exit probe's, or the final head's.
     pub logits: Vec<f32>,
     pub exit: Option<ExitRecord>,
-    /// Blocks the current tokens went through (1-based depth of the logits).
+    /// Blocks the current tokens went through: planned skips do not count, so a static
+    /// policy's savings show up here as they do in `PassOutput::layers_run`.
     pub depth: usize,
     /// Set when the pass reached the last block.
     pub completed: Option<Completed>,
@@ -213,7 +214,7 @@ pub fn step(
         }
         let (attn_out, mlp_out, hidden) = model.run_layer_parts(index, &x, cache)?;
         let input = std::mem::replace(&mut x, hidden);
-        depth = index + 1;
+        depth += 1;
         let Some(h) = hook.as_deref_mut() else {
             continue;
         };
