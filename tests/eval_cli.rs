@@ -4,7 +4,6 @@
 mod common;
 
 use serde_json::Value;
-use std::process::Command;
 
 fn eval_json(args: &[&str]) -> Value {
     let model = common::task_model();
@@ -14,18 +13,9 @@ fn eval_json(args: &[&str]) -> Value {
 }
 
 fn eval_json_with(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
-        .arg("eval")
-        .args(["--format", "json"])
-        .args(args)
-        .output()
-        .expect("run adainfer");
-    assert!(
-        out.status.success(),
-        "adainfer eval failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("eval prints JSON")
+    let mut all = vec!["eval", "--format", "json"];
+    all.extend_from_slice(args);
+    common::run_json(&all)
 }
 
 fn num(v: &Value, key: &str) -> f64 {
@@ -96,14 +86,17 @@ fn label_scoring_never_loses_to_full_vocab_and_few_shot_runs() {
 
 #[test]
 fn bad_arguments_are_named() {
-    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
-        .args(["eval", "--model"])
-        .arg(common::task_model())
-        .args(["--task", "sst2", "--arms", "dense,bogus"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let model = common::task_model();
+    let (ok, _, err) = common::adainfer(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "sst2",
+        "--arms",
+        "dense,bogus",
+    ]);
+    assert!(!ok);
     assert!(err.contains("bogus"), "{err}");
 }
 
@@ -113,20 +106,18 @@ fn plugin_arms_from_a_config() {
         "{}/plugin-configs/tiny-llama-sst2-agnews-gap_threshold.toml",
         env!("CARGO_MANIFEST_DIR")
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
-        .args([
-            "eval", "--config", &config, "--task", "sst2", "--limit", "10",
-        ])
-        .args(["--arms", "dense,adaptive,unified_skip", "--format", "json"])
-        .args(["--set", "policy.threshold=0.0"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = eval_json_with(&[
+        "--config",
+        &config,
+        "--task",
+        "sst2",
+        "--limit",
+        "10",
+        "--arms",
+        "dense,adaptive,unified_skip",
+        "--set",
+        "policy.threshold=0.0",
+    ]);
     let adaptive = &doc["arms"]["adaptive"];
     // θ = 0 exits at the first layer the guards allow (min_layer = 1): every prompt, layer 1.
     assert_eq!(num(adaptive, "avg_layers"), 1.0);
@@ -152,26 +143,22 @@ fn calibrate_writes_a_config_that_loads_back() {
     let out_path = std::env::temp_dir().join(format!("adainfer-cal-{}.toml", std::process::id()));
     // With a 100% budget every threshold qualifies, so the most aggressive one (0.0: exit at
     // layer 1 on every prompt) must be chosen.
-    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
-        .args(["calibrate", "--config", &gap_config(), "--task", "sst2"])
-        .args([
-            "--limit",
-            "6",
-            "--thresholds",
-            "0.9,0.0,0.5",
-            "--max-drop",
-            "1.0",
-        ])
-        .arg("--out")
-        .arg(&out_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (ok, stdout, err) = common::adainfer(&[
+        "calibrate",
+        "--config",
+        &gap_config(),
+        "--task",
+        "sst2",
+        "--limit",
+        "6",
+        "--thresholds",
+        "0.9,0.0,0.5",
+        "--max-drop",
+        "1.0",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
     assert!(stdout.contains("chosen: threshold 0 "), "{stdout}");
     let written = std::fs::read_to_string(&out_path).unwrap();
     let config = adainfer::plugin::PluginConfig::load(&out_path, &[]).unwrap();
@@ -193,13 +180,16 @@ fn calibrate_writes_a_config_that_loads_back() {
 
 #[test]
 fn calibrate_refuses_a_static_policy() {
-    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
-        .args(["calibrate", "--config", &gap_config(), "--task", "sst2"])
-        .args(["--set", "policy.kind=unified_skip"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, _, err) = common::adainfer(&[
+        "calibrate",
+        "--config",
+        &gap_config(),
+        "--task",
+        "sst2",
+        "--set",
+        "policy.kind=unified_skip",
+    ]);
+    assert!(!ok);
     assert!(
         err.contains("unified_skip") && err.contains("threshold"),
         "{err}"
@@ -209,33 +199,23 @@ fn calibrate_refuses_a_static_policy() {
 #[test]
 fn plots_are_written_as_svg() {
     let dir = std::env::temp_dir().join(format!("adainfer-plots-{}", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_adainfer"))
-        .args([
-            "eval",
-            "--config",
-            &gap_config(),
-            "--task",
-            "sst2",
-            "--limit",
-            "6",
-        ])
-        .args([
-            "--arms",
-            "adaptive",
-            "--sweep-thresholds",
-            "0.5,0.9",
-            "--plots",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, table, err) = common::adainfer(&[
+        "eval",
+        "--config",
+        &gap_config(),
+        "--task",
+        "sst2",
+        "--limit",
+        "6",
+        "--arms",
+        "adaptive",
+        "--sweep-thresholds",
+        "0.5,0.9",
+        "--plots",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
     // --plots adds the dense and oracle arms it draws from.
-    let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.contains("| dense |") && table.contains("| oracle |"),
         "{table}"

@@ -125,22 +125,12 @@ fn generate_command_prints_dense_text_in_self_speculative_mode() {
     let config = plugin_config();
     let config = config.to_str().unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_adainfer"))
-            .arg("generate")
-            .args([
-                "--prompt",
-                "Q: the film is a charming , funny delight .\nA:",
-            ])
-            .args(["--max-tokens", "24"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let prompt = "Q: the film is a charming , funny delight .\nA:";
+        let mut all = vec!["generate", "--prompt", prompt, "--max-tokens", "24"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = common::adainfer(&all);
+        assert!(ok, "{err}");
+        out
     };
     let dense = run(&["--model", model, "--mode", "dense"]);
     assert!(dense.len() > 60, "{dense}");

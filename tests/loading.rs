@@ -139,42 +139,13 @@ fn every_shared_model_generates_from_the_cli() {
     let mut models = common::reference_models();
     models.push(common::task_model());
     for dir in models {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_adainfer"))
-            .args([
-                "generate",
-                "--max-tokens",
-                "3",
-                "--prompt",
-                "Q: hi\nA:",
-                "--model",
-            ])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_adainfer"))
-            .args([
-                "inspect",
-                "--format",
-                "json",
-                "--prompt",
-                "Q: hi\nA:",
-                "--model",
-            ])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let dir = dir.to_str().unwrap();
+        let prompt = "Q: hi\nA:";
+        let args = ["generate", "--max-tokens", "3", "--prompt", prompt, "--model", dir];
+        let (ok, _, err) = common::adainfer(&args);
+        assert!(ok, "{dir}: {err}");
+        let args = ["inspect", "--format", "json", "--prompt", prompt, "--model", dir];
+        let doc = common::run_json(&args);
         let layers = doc["layers"].as_array().unwrap();
         assert_eq!(layers[0]["layer"], 1);
         assert_eq!(layers[0]["top_ids"].as_array().unwrap().len(), 5);
