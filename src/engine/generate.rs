@@ -53,6 +53,10 @@ pub fn check_request(model: &DecoderModel, prompt: &[u32], max_tokens: usize) ->
     if prompt.is_empty() {
         bail!("the prompt is empty: give at least one token");
     }
+    let vocab = model.config.vocab_size;
+    if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+        bail!("prompt token id {bad} is outside the vocabulary (vocab_size {vocab})");
+    }
     let limit = model.config.max_position_embeddings;
     if prompt.len() > limit {
         bail!(

@@ -98,20 +98,11 @@ impl Engine {
 
     /// Token ids of `text` as the tokenizer's own settings give them (HF `tokenizer(text)`).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        if text.is_empty() {
-            bail!("the prompt is empty");
-        }
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| anyhow!("cannot tokenize prompt: {e}"))?;
-        Ok(enc.get_ids().to_vec())
+        encode(&self.tokenizer, text)
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.tokenizer
-            .decode(ids, true)
-            .map_err(|e| anyhow!("cannot decode tokens: {e}"))
+        decode(&self.tokenizer, ids)
     }
 
     /// Dense generation from a text prompt.
@@ -131,4 +122,23 @@ impl Engine {
         let text = self.decode(&g.tokens)?;
         Ok((g, text))
     }
+}
+
+/// Token ids of `text` with the tokenizer's own settings (special tokens such as BOS added).
+/// For code that holds a tokenizer but not the engine (the mistral.rs front).
+pub fn encode(tokenizer: &tokenizers::Tokenizer, text: &str) -> Result<Vec<u32>> {
+    if text.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let enc = tokenizer
+        .encode(text, true)
+        .map_err(|e| anyhow!("cannot tokenize prompt: {e}"))?;
+    Ok(enc.get_ids().to_vec())
+}
+
+/// Text of `ids`, special tokens left out.
+pub fn decode(tokenizer: &tokenizers::Tokenizer, ids: &[u32]) -> Result<String> {
+    tokenizer
+        .decode(ids, true)
+        .map_err(|e| anyhow!("cannot decode tokens: {e}"))
 }

@@ -190,6 +190,11 @@ fn bad_tokens_and_lengths_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("5000"), "{e}");
+    // Requests are refused before any compute, naming the id.
+    let e = crate::engine::generate::check_request(&model, &[7, 5000], 1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("5000") && e.contains("vocabulary"), "{e}");
     let e = model
         .forward(&[], &mut cache, None, Outputs::LastToken)
         .unwrap_err()

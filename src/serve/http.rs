@@ -8,7 +8,7 @@ use super::metrics::Metrics;
 use super::openai::{self, Endpoint, Input, RequestRules};
 use super::reply::ReplyHead;
 use super::template::ChatTemplate;
-use super::worker::{Event, Job};
+use super::worker::{Event, Job, Prompt};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -85,11 +85,12 @@ async fn complete(
     };
     let (events, mut answers) = mpsc::unbounded_channel();
     let job = Job {
-        prompt,
+        prompt: Prompt::Text(prompt),
         max_tokens: request.max_tokens,
         sampling: request.sampling,
         ignore_eos: request.ignore_eos,
         stop: request.stop,
+        stop_token_ids: Vec::new(),
         policy: request.policy,
         mode: request.mode,
         kv_fill: request.kv_fill,

@@ -146,6 +146,8 @@ mod tests {
             mode: "early_exit/recompute".into(),
             num_layers: 12,
             depths: vec![3],
+            prefill_seconds: 0.5,
+            decode_seconds: 0.0,
         };
         let b = head.complete(&s);
         assert_eq!(b["object"], "chat.completion");

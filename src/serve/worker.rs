@@ -16,17 +16,27 @@ use crate::hook::LayerHook;
 use crate::Engine;
 use anyhow::{anyhow, Result};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// A request the HTTP side has checked, waiting for the engine.
+/// What the model continues: text the worker tokenizes, or token ids as they are.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// A request a front (HTTP, or mistral.rs requests) has checked, waiting for the engine.
 pub struct Job {
-    pub prompt: String,
+    pub prompt: Prompt,
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     /// Generate `max_tokens` whatever the model says (no stop on end-of-text).
     pub ignore_eos: bool,
     /// Stop strings: the answer ends before the first one generated.
     pub stop: Vec<String>,
+    /// Token ids that end the answer like eos does (not part of it).
+    pub stop_token_ids: Vec<u32>,
     /// `None`: the server's default policy.
     pub policy: Option<String>,
     /// `None`: the server's mode for requests with an exit policy.
@@ -62,6 +72,9 @@ pub struct Summary {
     pub num_layers: usize,
     /// For each generated token, the blocks run by the pass whose logits chose it.
     pub depths: Vec<usize>,
+    /// From the start of the request to its first token (prefill), and from there to the end.
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
 }
 
 pub struct Worker {
@@ -107,7 +120,10 @@ impl Worker {
                 Ok(api) => api,
                 Err(e) => ApiError::internal(format!("{e:#}")),
             }),
-            Err(_) => Event::Failed(ApiError::internal("the engine panicked on this request")),
+            Err(panic) => Event::Failed(ApiError::internal(format!(
+                "the engine panicked on this request: {}",
+                panic_message(panic.as_ref())
+            ))),
         };
         // The client may be gone already; nothing left to clean up then.
         let _ = job.events.send(last);
@@ -116,7 +132,11 @@ impl Worker {
     fn run(&self, job: &Job) -> Result<Summary> {
         let engine = &self.engine;
         let bad = |e: anyhow::Error| anyhow!(ApiError::bad_request(format!("{e:#}")));
-        let ids = engine.encode(&job.prompt).map_err(bad)?;
+        let start = Instant::now();
+        let ids = match &job.prompt {
+            Prompt::Text(text) => engine.encode(text).map_err(bad)?,
+            Prompt::Tokens(ids) => ids.clone(),
+        };
         if ids.len() > self.max_prompt_tokens {
             return Err(anyhow!(ApiError::bad_request(format!(
                 "the prompt has {} tokens; this server accepts at most {}",
@@ -142,10 +162,11 @@ impl Worker {
             policy: policy.clone(),
         };
         job.events.send(started).map_err(|_| Cancelled)?;
-        let stop_tokens = match job.ignore_eos {
+        let mut stop_tokens = match job.ignore_eos {
             true => Vec::new(),
             false => engine.eos_token_ids.clone(),
         };
+        stop_tokens.extend(&job.stop_token_ids);
         let params = GenerationParams {
             max_tokens: job.max_tokens,
             sampling: job.sampling.clone(),
@@ -153,13 +174,17 @@ impl Worker {
         };
         let mut text = TextStream::new(engine, &job.events, &job.stop);
         let mut watch = hook.as_mut().map(|h| PlanWatch::new(h.as_mut()));
+        let mut first_token = None;
         let generated = generate_mode(
             &engine.model,
             &ids,
             &params,
             &spec,
             watch.as_mut().map(|w| w as &mut dyn LayerHook),
-            |token, depth| text.push(token, depth),
+            |token, depth| {
+                first_token.get_or_insert_with(Instant::now);
+                text.push(token, depth)
+            },
         );
         let finish_reason = match generated {
             Ok(g) => g.generation.finish_reason,
@@ -176,6 +201,8 @@ impl Worker {
             Err(e) => return Err(e),
         };
         let answer = text.finish()?;
+        let end = Instant::now();
+        let first_token = first_token.unwrap_or(end);
         Ok(Summary {
             text: answer,
             prompt_tokens: ids.len(),
@@ -185,6 +212,17 @@ impl Worker {
             mode: spec.label(),
             num_layers: engine.model.num_layers(),
             depths: std::mem::take(&mut text.depths),
+            prefill_seconds: (first_token - start).as_secs_f64(),
+            decode_seconds: (end - first_token).as_secs_f64(),
         })
     }
+}
+
+/// The text a panic was raised with (`panic!("…")` or `assert!` messages), if any.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
