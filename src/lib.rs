@@ -10,6 +10,8 @@
 pub mod engine;
 pub mod eval;
 pub mod hook;
+#[cfg(feature = "mistralrs")]
+pub mod mistralrs;
 pub mod plugin;
 pub mod serve;
 

@@ -1,12 +1,149 @@
-use super::ModelArgs;
-use anyhow::Result;
+//! `adainfer bench`: dense prefill / decode tokens per second, and with the `mistralrs` feature
+//! the same run on stock mistral.rs and the ratio.
+
+use adainfer::engine::synthetic::SyntheticSpec;
+use adainfer::eval::bench::{self, BenchSpec, Contender, DenseContender};
+use adainfer::{Engine, LoadOptions};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    model: ModelArgs,
+    /// Hugging Face model directory to benchmark.
+    #[arg(
+        long,
+        conflicts_with = "synthetic",
+        required_unless_present = "synthetic"
+    )]
+    model: Option<PathBuf>,
+    /// Build a random-weight model of a known shape instead (only `smollm2-135m`: 30 × 576).
+    #[arg(long)]
+    synthetic: Option<String>,
+    /// Tokenizer copied into the synthetic model directory.
+    #[arg(long, default_value = "models/tiny-llama-sst2-agnews/tokenizer.json")]
+    tokenizer: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 32)]
+    decode_tokens: usize,
+    /// Timed repeats per engine (after one warm-up run); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Only our engine, even when built with the `mistralrs` feature.
+    #[arg(long)]
+    no_mistralrs: bool,
+    /// text or json.
+    #[arg(long, default_value = "text")]
+    format: String,
 }
 
-pub fn run(_a: Args) -> Result<()> {
-    anyhow::bail!("bench: not implemented yet")
+/// A synthetic model written to a temporary directory, removed on drop.
+struct TempModel(PathBuf);
+
+impl Drop for TempModel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn synthetic(name: &str, tokenizer: &Path) -> Result<TempModel> {
+    let spec = match name {
+        "smollm2-135m" => SyntheticSpec::smollm2_135m_shape(),
+        other => bail!("unknown --synthetic model {other:?}; known: smollm2-135m"),
+    };
+    if !tokenizer.is_file() {
+        bail!(
+            "tokenizer {} not found (run from the repository root or pass --tokenizer)",
+            tokenizer.display()
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("adainfer-bench-{name}-{}", std::process::id()));
+    let model = TempModel(dir);
+    spec.write_dir(&model.0, tokenizer, 1)
+        .with_context(|| format!("cannot write the synthetic model to {}", model.0.display()))?;
+    Ok(model)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.format != "text" && a.format != "json" {
+        bail!("--format must be text or json, got {:?}", a.format);
+    }
+    let temp = match &a.synthetic {
+        Some(name) => Some(synthetic(name, &a.tokenizer)?),
+        None => None,
+    };
+    let dir = match (&temp, &a.model) {
+        (Some(t), _) => t.0.clone(),
+        (None, Some(m)) => m.clone(),
+        (None, None) => bail!("give --model DIR or --synthetic NAME"),
+    };
+    let engine = Engine::load(&dir, &LoadOptions::default())?;
+    let spec = BenchSpec {
+        prompt_tokens: a.prompt_tokens,
+        decode_tokens: a.decode_tokens,
+        repeats: a.repeats,
+    };
+    adainfer::engine::generate::check_request(
+        &engine.model,
+        &bench::bench_prompt(spec.prompt_tokens, 1),
+        spec.decode_tokens + 1,
+    )?;
+    let ours = DenseContender { engine: &engine };
+    let stock = load_stock(&dir, a.no_mistralrs)?;
+    let mut contenders: Vec<&dyn Contender> = Vec::new();
+    contenders.push(&ours);
+    if let Some(s) = &stock {
+        contenders.push(s.as_ref());
+    }
+    let vocab = engine.config().vocab_size;
+    let report = bench::run(&contenders, &spec, vocab)?;
+    let ratio = report.ratio_to("mistral.rs");
+    if a.format == "json" {
+        let mut doc = serde_json::to_value(&report)?;
+        if let Some((prefill, decode)) = ratio {
+            doc["ratio_to_mistralrs"] = serde_json::json!({"prefill": prefill, "decode": decode});
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    let id = &engine.identity;
+    println!(
+        "model {} ({} layers x {} hidden), f32 CPU, {} threads; prompt {} tokens, decode {} tokens, median of {} (warm-up excluded)",
+        dir.display(),
+        id.num_layers,
+        id.hidden_size,
+        report.threads,
+        spec.prompt_tokens,
+        spec.decode_tokens,
+        spec.repeats
+    );
+    for t in &report.results {
+        println!(
+            "{:<16} prefill {:>9.1} tok/s ({:.3} s)   decode {:>7.1} tok/s ({:.3} s)",
+            t.engine,
+            t.prefill_tokens_per_second,
+            t.prefill_seconds,
+            t.decode_tokens_per_second,
+            t.decode_seconds
+        );
+    }
+    if let Some((p, d)) = ratio {
+        println!("adainfer / mistral.rs: prefill {p:.2}x, decode {d:.2}x");
+    }
+    Ok(())
+}
+
+#[cfg(feature = "mistralrs")]
+fn load_stock(dir: &Path, skip: bool) -> Result<Option<Box<dyn Contender>>> {
+    if skip {
+        return Ok(None);
+    }
+    let options = adainfer::mistralrs::StockOptions { stop_at_eos: false };
+    let stock = adainfer::mistralrs::StockMistralRs::load(dir, &options)?;
+    Ok(Some(Box::new(stock)))
+}
+
+#[cfg(not(feature = "mistralrs"))]
+fn load_stock(_dir: &Path, _skip: bool) -> Result<Option<Box<dyn Contender>>> {
+    Ok(None)
 }

@@ -25,8 +25,9 @@ pub struct Args {
     #[arg(long)]
     limit: Option<usize>,
     /// Comma-separated: dense, oracle, adaptive (the config's policy) or any policy kind
-    /// (shortgpt, unified_skip, gap_threshold, svm, …). Default: dense,adaptive,oracle with a
-    /// config, dense,oracle without.
+    /// (shortgpt, unified_skip, gap_threshold, svm, …), or mistralrs (stock mistral.rs, dense;
+    /// needs the mistralrs feature). Default: dense,adaptive,oracle with a config, dense,oracle
+    /// without.
     #[arg(long)]
     arms: Option<String>,
     /// md or json.

@@ -104,6 +104,16 @@ pub enum ArmKind {
     /// `None` is the dense arm.
     Hook(Option<Box<dyn LayerHook>>),
     Oracle,
+    /// Another engine, dense, on the same model directory (stock mistral.rs).
+    External(Box<dyn ExternalEngine>),
+}
+
+/// An engine other than ours answering the same prompt tokens, always with every layer.
+pub trait ExternalEngine {
+    /// The answer token after `prompt` under `scoring`.
+    fn answer(&mut self, prompt: &[u32], scoring: &Scoring) -> Result<u32>;
+    /// Greedy continuation, at most `limits.max_new_tokens`, stopping before a stop token.
+    fn generate(&mut self, prompt: &[u32], limits: &GenerationLimits) -> Result<Vec<u32>>;
 }
 
 pub struct Arm {
@@ -124,6 +134,15 @@ impl Arm {
         Self {
             name: "oracle".into(),
             kind: ArmKind::Oracle,
+            probes_per_layer: 0,
+            probe_width: 0,
+        }
+    }
+
+    pub fn external(name: &str, engine: Box<dyn ExternalEngine>) -> Self {
+        Self {
+            name: name.into(),
+            kind: ArmKind::External(engine),
             probes_per_layer: 0,
             probe_width: 0,
         }
@@ -188,6 +207,9 @@ pub fn run_case(
     scoring: &Scoring,
     generation: Option<&GenerationLimits>,
 ) -> Result<CaseOutcome> {
+    if let ArmKind::External(external) = &mut arm.kind {
+        return run_external(engine, external.as_mut(), case, scoring, generation);
+    }
     let num_layers = engine.model.num_layers();
     let mut tokens = case.tokens.clone();
     let mut generated = Vec::new();
@@ -213,6 +235,7 @@ pub fn run_case(
                 outcome.seconds += start.elapsed().as_secs_f64();
                 (logits, out.layers_run, out.exit.map(|e| e.layer))
             }
+            ArmKind::External(_) => unreachable!("answered by run_external above"),
             ArmKind::Oracle => {
                 let mut lens = LogitLens::new(1, matches!(scoring, Scoring::Labels(_)));
                 let out = engine.model.forward(
@@ -263,6 +286,46 @@ pub fn run_case(
         outcome.answer = Answer::Text(first_line.to_string());
     }
     Ok(outcome)
+}
+
+/// An external engine's answer: every layer runs; passes are counted as the dense arm's
+/// (one over the growing prefix per generated token) so FLOPs compare like with like.
+fn run_external(
+    engine: &Engine,
+    external: &mut dyn ExternalEngine,
+    case: &Case,
+    scoring: &Scoring,
+    generation: Option<&GenerationLimits>,
+) -> Result<CaseOutcome> {
+    let num_layers = engine.model.num_layers();
+    let start = Instant::now();
+    let (answer, passes) = match generation {
+        None => (Answer::Token(external.answer(&case.tokens, scoring)?), 1),
+        Some(limits) => {
+            let generated = external.generate(&case.tokens, limits)?;
+            let text = engine.decode(&generated)?;
+            let first_line = text.trim_start().lines().next().unwrap_or("").trim();
+            (Answer::Text(first_line.to_string()), generated.len().max(1))
+        }
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let passes = (0..passes)
+        .map(|i| PassCost {
+            tokens: case.tokens.len() + i,
+            context: case.tokens.len() + i,
+            layers_run: num_layers,
+            probes: 0,
+            probe_width: 0,
+        })
+        .collect();
+    Ok(CaseOutcome {
+        answer,
+        layers: num_layers as f64,
+        exit_layer: None,
+        passes,
+        seconds,
+        trace: None,
+    })
 }
 
 /// The lens's per-layer answers under `scoring` (label scoring re-probes the kept hidden states).

@@ -24,6 +24,20 @@ pub fn plugin_arm(name: &str, kind: &str, config: &PluginConfig, engine: &Engine
     Ok(Arm::hook(name, Some(Box::new(hook)), probes, width))
 }
 
+/// Stock mistral.rs, dense, on the engine's own model directory.
+#[cfg(feature = "mistralrs")]
+fn mistralrs_arm(engine: &Engine) -> Result<Arm> {
+    let options = crate::mistralrs::StockOptions::default();
+    let stock = crate::mistralrs::StockMistralRs::load(&engine.files.dir, &options)
+        .context("arm mistralrs")?;
+    Ok(Arm::external("mistralrs", Box::new(stock)))
+}
+
+#[cfg(not(feature = "mistralrs"))]
+fn mistralrs_arm(_engine: &Engine) -> Result<Arm> {
+    bail!("arm \"mistralrs\" needs a build with the mistralrs feature (cargo build --features mistralrs)")
+}
+
 /// Parse a comma-separated arm list. Plugin arms need `config`.
 pub fn build_arms(list: &str, config: Option<&PluginConfig>, engine: &Engine) -> Result<Vec<Arm>> {
     let mut arms: Vec<Arm> = Vec::new();
@@ -40,10 +54,14 @@ pub fn build_arms(list: &str, config: Option<&PluginConfig>, engine: &Engine) ->
                 arms.push(Arm::oracle());
                 continue;
             }
+            "mistralrs" => {
+                arms.push(mistralrs_arm(engine)?);
+                continue;
+            }
             "adaptive" => config.map(|c| c.policy.kind.as_str()),
             kind if POLICY_KINDS.contains(&kind) => Some(kind),
             other => bail!(
-                "unknown arm {other:?} in --arms (expected dense, oracle, adaptive or a policy kind: {})",
+                "unknown arm {other:?} in --arms (expected dense, oracle, adaptive, mistralrs or a policy kind: {})",
                 POLICY_KINDS.join(", ")
             ),
         };

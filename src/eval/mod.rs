@@ -5,10 +5,12 @@
 //! - [`metrics`]: accuracy, activated layers, pruning and FLOPs ratios, EM / F1;
 //! - [`ab`]: every arm (dense, a hook, the oracle) on the same prompts; [`arms`]: arms by name;
 //! - [`run`]: one evaluation end to end; [`report`]: JSON and Markdown;
-//! - [`sweep`]: threshold sweeps (accuracy-vs-pruning curve, `calibrate`); [`plots`]: SVG figures.
+//! - [`sweep`]: threshold sweeps (accuracy-vs-pruning curve, `calibrate`); [`plots`]: SVG figures;
+//! - [`bench`]: dense prefill / decode throughput, ours beside stock mistral.rs.
 
 pub mod ab;
 pub mod arms;
+pub mod bench;
 pub mod bench_decode;
 pub mod datasets;
 pub mod metrics;
