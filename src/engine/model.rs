@@ -24,7 +24,20 @@ fn matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     a.broadcast_matmul(b)
 }
 
-/// `x @ weightᵀ + bias`, for weights stored `[out, in]` as in HF checkpoints.
+/// `x @ weightᵀ` over the last dimension of `x` (any rank), for weights stored `[out, in]` as in
+/// HF checkpoints. The rows of `x` are flattened into one matrix so the weight is read in place:
+/// candle's `broadcast_matmul` would first copy the broadcast weight, on every call.
+fn matmul_t(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = x.dims();
+    let inner = dims[dims.len() - 1];
+    let rows = x.elem_count() / inner.max(1);
+    let y = matmul(&x.reshape((rows, inner))?, &weight.t()?)?;
+    let mut out = dims[..dims.len() - 1].to_vec();
+    out.push(weight.dim(0)?);
+    y.reshape(out)
+}
+
+/// `x @ weightᵀ + bias`.
 struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
@@ -44,7 +57,7 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = matmul(x, &self.weight.t()?)?;
+        let y = matmul_t(x, &self.weight)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -283,7 +296,7 @@ impl LmHead {
     /// Logits of every row of `hidden` (`[.., hidden]`), as f32.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let normed = candle_nn::ops::rms_norm(hidden, &self.norm, self.eps)?;
-        Ok(matmul(&normed, &self.weight.t()?)?.to_dtype(DType::F32)?)
+        Ok(matmul_t(&normed, &self.weight)?.to_dtype(DType::F32)?)
     }
 
     /// Logits of the last token of `hidden` (`[1, seq, hidden]`), over all ids or only `ids`.
@@ -302,7 +315,7 @@ impl LmHead {
                 self.weight.index_select(&index, 0)?
             }
         };
-        Ok(matmul(&normed, &weight.t()?)?
+        Ok(matmul_t(&normed, &weight)?
             .squeeze(0)?
             .to_dtype(DType::F32)?
             .to_vec1()?)
