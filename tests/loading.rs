@@ -141,10 +141,20 @@ fn every_shared_model_generates_from_the_cli() {
     for dir in models {
         let dir = dir.to_str().unwrap();
         let prompt = "Q: hi\nA:";
-        let args = ["generate", "--max-tokens", "3", "--prompt", prompt, "--model", dir];
+        let args = [
+            "generate",
+            "--max-tokens",
+            "3",
+            "--prompt",
+            prompt,
+            "--model",
+            dir,
+        ];
         let (ok, _, err) = common::adainfer(&args);
         assert!(ok, "{dir}: {err}");
-        let args = ["inspect", "--format", "json", "--prompt", prompt, "--model", dir];
+        let args = [
+            "inspect", "--format", "json", "--prompt", prompt, "--model", dir,
+        ];
         let doc = common::run_json(&args);
         let layers = doc["layers"].as_array().unwrap();
         assert_eq!(layers[0]["layer"], 1);

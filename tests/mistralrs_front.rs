@@ -9,11 +9,11 @@ use adainfer::hook::{Decision, LayerHook, LayerView};
 use adainfer::mistralrs::{AdaInferFront, FrontOptions};
 use adainfer::serve::{AdaptiveOverride, EngineConfig, HookFactory};
 use adainfer::{Engine, LoadOptions};
+use either::Either;
 use mistralrs_core::{
     DetokenizationRequest, Function, MessageContent, NormalRequest, Request, RequestMessage,
     Response, SamplingParams as MrsSampling, StopTokens, TokenizationRequest, Tool, ToolType,
 };
-use either::Either;
 use tokio::sync::mpsc::{channel, Receiver, Sender};
 
 fn engine() -> Engine {
@@ -335,7 +335,9 @@ fn token_prompts_stop_ids_echo_and_tokenization() {
         skip_special_tokens: true,
         response: tx,
     };
-    sender.blocking_send(Request::Detokenize(detokenize)).unwrap();
+    sender
+        .blocking_send(Request::Detokenize(detokenize))
+        .unwrap();
     assert_eq!(rx.blocking_recv().unwrap().unwrap(), text);
 
     // Ids outside the vocabulary are a validation error naming the id.

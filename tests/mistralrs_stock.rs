@@ -114,7 +114,10 @@ fn bench_times_both_engines_and_reports_the_ratio() {
         "json",
     ]);
     let results = doc["results"].as_array().expect("results");
-    let names: Vec<&str> = results.iter().filter_map(|r| r["engine"].as_str()).collect();
+    let names: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r["engine"].as_str())
+        .collect();
     assert_eq!(names, ["adainfer-dense", "mistral.rs"], "{doc}");
     for r in results {
         for key in ["prefill_tokens_per_second", "decode_tokens_per_second"] {

@@ -12,6 +12,7 @@ pub mod loader;
 pub mod model;
 pub mod modes;
 pub mod rope;
+mod rows_matmul;
 pub mod sampling;
 pub mod speculative;
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use super::config::ModelConfig;
 use super::kv_cache::{KvCache, LayerKv};
 use super::rope::Rope;
+use super::rows_matmul;
 use crate::hook::{Decision, LayerHook, LayerView, PassInfo, SkipPlan};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
@@ -31,10 +32,34 @@ fn matmul_t(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
     let dims = x.dims();
     let inner = dims[dims.len() - 1];
     let rows = x.elem_count() / inner.max(1);
-    let y = matmul(&x.reshape((rows, inner))?, &weight.t()?)?;
+    let x = x.reshape((rows, inner))?;
+    let y = match few_rows_matmul_t(&x, weight)? {
+        Some(y) => y,
+        None => matmul(&x, &weight.t()?)?,
+    };
     let mut out = dims[..dims.len() - 1].to_vec();
     out.push(weight.dim(0)?);
     y.reshape(out)
+}
+
+/// [`rows_matmul`] for a few f32 rows on the CPU with a contiguous weight; `None` otherwise.
+fn few_rows_matmul_t(x: &Tensor, weight: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    let (m, k) = x.dims2()?;
+    let n = weight.dim(0)?;
+    let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
+    if !rows_matmul::worthwhile(m, n, k) || !f32_cpu(x) || !f32_cpu(weight) {
+        return Ok(None);
+    }
+    let (storage, layout) = weight.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        return Ok(None);
+    };
+    let w = &cpu.as_slice::<f32>()?[start..end];
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let y = rows_matmul::matmul_t(&xs, m, w, n, k);
+    Ok(Some(Tensor::from_vec(y, (m, n), x.device())?))
 }
 
 /// `x @ weightᵀ + bias`.

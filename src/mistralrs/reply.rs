@@ -32,7 +32,13 @@ fn reason(r: FinishReason) -> String {
 /// mistral.rs's usage block, from the worker's summary of one generation.
 pub fn usage(s: &Summary) -> Usage {
     let (p, c) = (s.prompt_tokens, s.completion_tokens);
-    let rate = |n: usize, secs: f64| if secs > 0.0 { (n as f64 / secs) as f32 } else { 0.0 };
+    let rate = |n: usize, secs: f64| {
+        if secs > 0.0 {
+            (n as f64 / secs) as f32
+        } else {
+            0.0
+        }
+    };
     let total = s.prefill_seconds + s.decode_seconds;
     Usage {
         completion_tokens: c,

@@ -72,7 +72,10 @@ pub fn chat_messages(
 ) -> Result<Vec<ChatMessage>, Unsupported> {
     let mut turns = Vec::with_capacity(messages.len());
     for m in messages {
-        if let Some(key) = m.keys().find(|k| !["role", "content", "name"].contains(&k.as_str())) {
+        if let Some(key) = m
+            .keys()
+            .find(|k| !["role", "content", "name"].contains(&k.as_str()))
+        {
             return refuse(&format!("the chat message field {key:?}"));
         }
         let role = match m.get("role") {
