@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Re-run every measurement the README reports and write each command's output to docs/results/.
+# Usage: bash scripts/reproduce-results.sh   (from anywhere; needs ../shared beside the repo)
+# Takes about ten minutes on the 2-core CPU box once built (the first release build of
+# mistralrs-core takes another ~15). Timings are machine-dependent; ratios are what
+# the README compares, and each ratio comes from a single run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/results
+mkdir -p "$out"
+cargo build --release --features mistralrs
+bin=target/release/adainfer
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then bin="$CARGO_TARGET_DIR/release/adainfer"; fi
+C=plugin-configs/tiny-llama-sst2-agnews-gap_threshold.toml
+A=dense,adaptive,shortgpt,unified_skip,oracle
+
+run() { # name, then the adainfer arguments
+  local name=$1; shift
+  echo "== $name: adainfer $*" | tee "$out/$name.txt"
+  "$bin" "$@" 2>&1 | tee -a "$out/$name.txt"
+}
+
+# Engine throughput vs stock mistral.rs (#2 item 7).
+run bench-smollm2-shape bench --synthetic smollm2-135m
+run bench-task-model bench --model models/tiny-llama-sst2-agnews
+
+# Evaluation tables (#4).
+run eval-sst2-0shot eval --config $C --task sst2 --arms $A --plots $out/sst2-0shot \
+  --sweep-thresholds 0.2,0.4,0.6,0.7,0.8,0.9,0.95
+run eval-agnews-0shot-oracle eval --model models/tiny-llama-sst2-agnews --task agnews --limit 1000 \
+  --arms dense,oracle
+run eval-agnews-0shot eval --config $C --task agnews --limit 300 --arms $A
+run eval-sst2-4shot eval --config $C --task sst2 --shots 4 --limit 150 --arms $A
+run eval-agnews-4shot eval --config $C --task agnews --shots 4 --limit 100 --arms $A
+run eval-sst2-mistralrs eval --config $C --task sst2 --arms dense,adaptive,mistralrs
+run calibrate-sst2 calibrate --config $C --task sst2 --max-drop 0.01 --limit 200 \
+  --thresholds 0.3,0.4,0.5,0.6,0.7,0.8,0.9 --out "${TMPDIR:-/tmp}/sst2-calibrated.toml"
+run eval-sst2-calibrated eval --config "${TMPDIR:-/tmp}/sst2-calibrated.toml" --task sst2 --arms dense,adaptive
+
+# Generation modes (#5), one thread so the per-token work is what is compared.
+export RAYON_NUM_THREADS=1
+run decode-task-block1 bench-decode --model models/tiny-llama-sst2-agnews --draft-layer 1 \
+  --draft-tokens 3 --prompts 12 --max-tokens 32 --modes all
+run decode-task-policy bench-decode \
+  --config plugin-configs/generation/tiny-llama-sst2-agnews-self_speculative.toml \
+  --prompts 12 --max-tokens 32 --modes all
+run decode-smollm2-shape bench-decode --synthetic smollm2-135m --draft-layer 8 --draft-tokens 3 \
+  --prompts 3 --max-tokens 12 --modes all
