@@ -21,7 +21,7 @@ run() { # name, then the adainfer arguments
 }
 
 # Engine throughput vs stock mistral.rs (#2 item 7).
-run bench-smollm2-shape bench --synthetic smollm2-135m
+run bench-smollm2-shape bench --synthetic smollm2-135m --batch 8
 run bench-task-model bench --model models/tiny-llama-sst2-agnews
 
 # Evaluation tables (#4).

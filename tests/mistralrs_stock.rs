@@ -48,11 +48,7 @@ fn stock_mistralrs_greedy_matches_hf_and_ours() {
         );
         // From text, mistral.rs tokenizes the prompt itself (no BOS for this tokenizer).
         let from_text = stock.complete_text(prompt, 3, true).unwrap();
-        assert_eq!(
-            from_text.tokens,
-            greedy[..3],
-            "case {c}: text prompt"
-        );
+        assert_eq!(from_text.tokens, greedy[..3], "case {c}: text prompt");
         assert_eq!(from_text.completion_tokens, 3);
     }
 }
@@ -106,6 +102,8 @@ fn bench_times_both_engines_and_reports_the_ratio() {
         "4",
         "--repeats",
         "1",
+        "--batch",
+        "3",
         "--format",
         "json",
     ]);
@@ -124,4 +122,7 @@ fn bench_times_both_engines_and_reports_the_ratio() {
     let ratio = &doc["ratio_to_mistralrs"];
     assert!(ratio["prefill"].as_f64().is_some_and(|r| r > 0.0), "{doc}");
     assert!(ratio["decode"].as_f64().is_some_and(|r| r > 0.0), "{doc}");
+    let batch = &doc["batch"];
+    assert_eq!(batch["batch"], 3, "{doc}");
+    assert!(batch["speedup"].as_f64().is_some_and(|s| s > 0.0), "{doc}");
 }

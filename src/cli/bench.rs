@@ -32,6 +32,9 @@ pub struct Args {
     /// Only our engine, even when built with the `mistralrs` feature.
     #[arg(long)]
     no_mistralrs: bool,
+    /// Also time N requests decoded together vs one after another (the server's batching).
+    #[arg(long)]
+    batch: Option<usize>,
     /// text or json.
     #[arg(long, default_value = "text")]
     format: String,
@@ -98,10 +101,17 @@ pub fn run(a: Args) -> Result<()> {
     let vocab = engine.config().vocab_size;
     let report = bench::run(&contenders, &spec, vocab)?;
     let ratio = report.ratio_to("mistral.rs");
+    let batched = match a.batch {
+        Some(n) => Some(bench::batch_throughput(&engine, &spec, n)?),
+        None => None,
+    };
     if a.format == "json" {
         let mut doc = serde_json::to_value(&report)?;
         if let Some((prefill, decode)) = ratio {
             doc["ratio_to_mistralrs"] = serde_json::json!({"prefill": prefill, "decode": decode});
+        }
+        if let Some(b) = &batched {
+            doc["batch"] = serde_json::to_value(b)?;
         }
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -129,6 +139,16 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some((p, d)) = ratio {
         println!("adainfer / mistral.rs: prefill {p:.2}x, decode {d:.2}x");
+    }
+    if let Some(b) = batched {
+        println!(
+            "{} requests, {} tokens each: one at a time {:.1} tok/s, batched {:.1} tok/s: {:.2}x",
+            b.batch,
+            spec.decode_tokens,
+            b.sequential_tokens_per_second,
+            b.batched_tokens_per_second,
+            b.speedup
+        );
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod early_exit;
 #[cfg(test)]
 mod early_exit_tests;
 pub mod generate;
+pub mod generate_batch;
 pub mod kv_cache;
 pub mod kv_fill;
 pub mod loader;

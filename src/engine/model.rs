@@ -8,6 +8,8 @@ use super::config::ModelConfig;
 use super::kv_cache::{KvCache, LayerKv};
 use super::rope::Rope;
 use super::rows_matmul;
+
+mod batch;
 use crate::hook::{Decision, LayerHook, LayerView, PassInfo, SkipPlan};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
@@ -296,8 +298,20 @@ impl DecoderLayer {
         mask: Option<&Tensor>,
         kv: &mut LayerKv,
     ) -> Result<BlockOutput> {
+        self.forward_with(x, |normed| {
+            self.attention.forward(normed, rope, offset, mask, kv)
+        })
+    }
+
+    /// The block with its attention computed by `attend` from the normed input: one sequence's
+    /// attention, or one per row of a batch of sequences (see `batch`).
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        attend: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<BlockOutput> {
         let normed = candle_nn::ops::rms_norm(x, &self.input_layernorm, self.eps)?;
-        let attn_out = self.attention.forward(&normed, rope, offset, mask, kv)?;
+        let attn_out = attend(&normed)?;
         let mid = (x + &attn_out)?;
         let normed = candle_nn::ops::rms_norm(&mid, &self.post_attention_layernorm, self.eps)?;
         let mlp_out = self.mlp.forward(&normed)?;

@@ -162,6 +162,83 @@ pub fn run(contenders: &[&dyn Contender], spec: &BenchSpec, vocab: usize) -> Res
     })
 }
 
+/// Dense decode throughput of `batch` requests answered one after another vs together
+/// ([`crate::engine::generate_batch`]), what the server's batching buys.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchThroughput {
+    pub batch: usize,
+    /// Generated tokens per second over all requests (prefills included), median repeat.
+    pub sequential_tokens_per_second: f64,
+    pub batched_tokens_per_second: f64,
+    pub speedup: f64,
+}
+
+pub fn batch_throughput(
+    engine: &Engine,
+    spec: &BenchSpec,
+    batch: usize,
+) -> Result<BatchThroughput> {
+    if batch < 2 {
+        bail!("--batch must be at least 2 to compare with one request at a time");
+    }
+    let vocab = engine.config().vocab_size;
+    // Different prompts (rotated ids), the same lengths: every request does the same work.
+    let prompts: Vec<Vec<u32>> = (0..batch)
+        .map(|b| {
+            let mut p = bench_prompt(spec.prompt_tokens + b, vocab);
+            p.drain(..b);
+            p
+        })
+        .collect();
+    let params = GenerationParams {
+        max_tokens: spec.decode_tokens,
+        sampling: SamplingParams::greedy(),
+        stop_tokens: vec![],
+    };
+    let total = (batch * spec.decode_tokens) as f64;
+    let sequential = || -> Result<f64> {
+        let start = Instant::now();
+        for p in &prompts {
+            generate_dense(&engine.model, p, &params, |_| Ok(()))?;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let together = || -> Result<f64> {
+        let requests: Vec<(&[u32], &GenerationParams)> =
+            prompts.iter().map(|p| (p.as_slice(), &params)).collect();
+        let start = Instant::now();
+        let results = crate::engine::generate_batch::generate_dense_batch(
+            &engine.model,
+            &requests,
+            |_, _| Ok(()),
+        );
+        let seconds = start.elapsed().as_secs_f64();
+        for r in results {
+            r?;
+        }
+        Ok(seconds)
+    };
+    sequential()?;
+    together()?;
+    let (mut seq, mut bat) = (Vec::new(), Vec::new());
+    for r in 0..spec.repeats {
+        if r % 2 == 0 {
+            seq.push(sequential()?);
+            bat.push(together()?);
+        } else {
+            bat.push(together()?);
+            seq.push(sequential()?);
+        }
+    }
+    let (s, b) = (total / median(seq), total / median(bat));
+    Ok(BatchThroughput {
+        batch,
+        sequential_tokens_per_second: s,
+        batched_tokens_per_second: b,
+        speedup: b / s,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

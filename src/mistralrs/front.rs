@@ -37,6 +37,8 @@ pub struct FrontOptions {
     pub mode: ModeSpec,
     /// Requests beyond this many waiting make the app's `send` wait (back-pressure).
     pub queue: usize,
+    /// Dense requests waiting together are decoded together, up to this many.
+    pub max_batch: usize,
     /// A Jinja chat template file; `None`: the model's own (`tokenizer_config.json`), else the
     /// plain `role: content` transcript.
     pub chat_template: Option<PathBuf>,
@@ -48,6 +50,7 @@ impl Default for FrontOptions {
             model_name: "adainfer".into(),
             mode: AdaptiveSection::default().mode_spec(),
             queue: 64,
+            max_batch: 8,
             chat_template: None,
         }
     }
@@ -72,6 +75,7 @@ impl AdaInferFront {
             model_name: config.model_name(),
             mode: config.adaptive.mode_spec(),
             queue: config.scheduler.queue_capacity,
+            max_batch: config.scheduler.max_batch,
             chat_template: config.model.chat_template.clone(),
         };
         Self::spawn(engine, hooks, options)
@@ -109,6 +113,7 @@ impl AdaInferFront {
             hooks,
             mode: options.mode,
             max_prompt_tokens: context,
+            max_batch: options.max_batch.max(1),
             metrics: metrics.clone(),
         }
         .spawn(queue)?;

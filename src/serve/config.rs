@@ -90,6 +90,13 @@ pub struct SchedulerSection {
     /// The largest request body accepted, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Dense requests waiting together are decoded together, up to this many (1: one at a time).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+fn default_max_batch() -> usize {
+    8
 }
 
 fn default_queue_capacity() -> usize {
@@ -116,6 +123,7 @@ impl Default for SchedulerSection {
             default_max_tokens: default_request_max_tokens(),
             max_prompt_tokens: None,
             max_body_bytes: default_max_body_bytes(),
+            max_batch: default_max_batch(),
         }
     }
 }
@@ -241,6 +249,9 @@ impl EngineConfig {
                 s.default_max_tokens,
                 s.max_tokens
             );
+        }
+        if s.max_batch == 0 {
+            bail!("scheduler.max_batch must be at least 1 (1 turns batching off)");
         }
         if s.max_prompt_tokens == Some(0) {
             bail!("scheduler.max_prompt_tokens must be at least 1");

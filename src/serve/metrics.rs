@@ -20,6 +20,9 @@ struct Counters {
     /// (endpoint, HTTP status) → responses.
     responses: BTreeMap<(&'static str, u16), u64>,
     cancelled: u64,
+    /// Batches of dense requests decoded together, and the requests in them.
+    batches: u64,
+    batched_requests: u64,
     prompt_tokens: u64,
     completion_tokens: u64,
     /// (policy, mode) → counters.
@@ -46,6 +49,13 @@ impl Metrics {
 
     pub fn cancelled(&self) {
         self.lock().cancelled += 1;
+    }
+
+    /// `size` requests were decoded together.
+    pub fn batch(&self, size: usize) {
+        let mut c = self.lock();
+        c.batches += 1;
+        c.batched_requests += size as u64;
     }
 
     /// A request that ran to the end; `depths` holds one entry per generated token.
@@ -122,6 +132,18 @@ impl Metrics {
             "counter",
             "Tokens of answers that completed.",
             plain(c.completion_tokens),
+        );
+        family(
+            "adainfer_batches_total",
+            "counter",
+            "Batches of dense requests decoded together (two or more requests each).",
+            plain(c.batches),
+        );
+        family(
+            "adainfer_batched_requests_total",
+            "counter",
+            "Requests answered as part of a batch.",
+            plain(c.batched_requests),
         );
         family(
             "adainfer_queue_depth",

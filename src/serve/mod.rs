@@ -6,8 +6,10 @@
 //!        └──────────── per-request event channel ◀─────────────┘  Started, Text…, Done | Failed
 //! ```
 //! The handlers parse, check and template requests; the worker tokenizes, runs the hook the
-//! request's policy asks for and streams text back. See `adainfer serve --help`.
+//! request's policy asks for (dense requests waiting together run as one batch) and streams text
+//! back. See `adainfer serve --help`.
 
+mod batch;
 pub mod config;
 pub mod error;
 mod http;
@@ -64,6 +66,7 @@ impl Server {
             hooks,
             mode: config.adaptive.mode_spec(),
             max_prompt_tokens: scheduler.max_prompt_tokens.unwrap_or(context).min(context),
+            max_batch: scheduler.max_batch,
             metrics: metrics.clone(),
         }
         .spawn(jobs)?;

@@ -83,20 +83,59 @@ pub struct Worker {
     /// How requests with an exit policy generate (a request may pick another mode).
     pub mode: ModeSpec,
     pub max_prompt_tokens: usize,
+    /// Dense requests waiting together are decoded together, up to this many (1: no batching).
+    pub max_batch: usize,
     pub metrics: Arc<Metrics>,
 }
 
+/// A job checked and announced (`Started` sent), ready to generate.
+pub(super) struct Prepared {
+    pub ids: Vec<u32>,
+    /// `None`: dense, exactly the library's dense generation.
+    pub hook: Option<Box<dyn LayerHook>>,
+    pub policy: String,
+    pub spec: ModeSpec,
+    pub params: GenerationParams,
+    pub start: Instant,
+}
+
 impl Worker {
-    /// Serve jobs until every sender of the queue is gone.
+    /// Serve jobs until every sender of the queue is gone. Consecutive dense jobs in the queue
+    /// are answered as one batch (see `serve::batch`); any other job alone, in queue order.
     pub fn spawn(self, mut queue: mpsc::Receiver<Job>) -> Result<std::thread::JoinHandle<()>> {
         let handle = std::thread::Builder::new()
             .name("adainfer-engine".into())
             .spawn(move || {
-                while let Some(job) = queue.blocking_recv() {
-                    self.answer(job);
+                let mut held = None;
+                while let Some(job) = held.take().or_else(|| queue.blocking_recv()) {
+                    if !self.is_dense(&job) {
+                        self.answer(job);
+                        continue;
+                    }
+                    let mut batch = vec![job];
+                    while batch.len() < self.max_batch {
+                        match queue.try_recv() {
+                            Ok(next) if self.is_dense(&next) => batch.push(next),
+                            Ok(next) => {
+                                held = Some(next);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    match batch.len() {
+                        1 => batch.into_iter().for_each(|job| self.answer(job)),
+                        _ => self.answer_batch(batch),
+                    }
                 }
             })?;
         Ok(handle)
+    }
+
+    /// Whether `job` runs with no hook at all (so it can share a batch).
+    fn is_dense(&self, job: &Job) -> bool {
+        let policy = job.policy.as_deref().unwrap_or(self.hooks.default_policy());
+        policy == DENSE || job.mode == Some(Mode::Dense)
     }
 
     fn answer(&self, job: Job) {
@@ -106,6 +145,11 @@ impl Worker {
         }
         // A panic in one request must not take the server down with it.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&job)));
+        self.conclude(&job, outcome);
+    }
+
+    /// Count and send the last event of `job`: `Done`, `Failed`, or nothing if it was cancelled.
+    pub(super) fn conclude(&self, job: &Job, outcome: std::thread::Result<Result<Summary>>) {
         let last = match outcome {
             Ok(Ok(s)) => {
                 let m = &self.metrics;
@@ -129,7 +173,8 @@ impl Worker {
         let _ = job.events.send(last);
     }
 
-    fn run(&self, job: &Job) -> Result<Summary> {
+    /// Tokenize and check `job`, pick its hook and mode, and tell the client it started.
+    pub(super) fn prepare(&self, job: &Job) -> Result<Prepared> {
         let engine = &self.engine;
         let bad = |e: anyhow::Error| anyhow!(ApiError::bad_request(format!("{e:#}")));
         let start = Instant::now();
@@ -172,14 +217,35 @@ impl Worker {
             sampling: job.sampling.clone(),
             stop_tokens,
         };
+        Ok(Prepared {
+            ids,
+            hook,
+            policy,
+            spec,
+            params,
+            start,
+        })
+    }
+
+    fn run(&self, job: &Job) -> Result<Summary> {
+        let engine = &self.engine;
+        let mut prepared = self.prepare(job)?;
+        let mut hook = prepared.hook.take();
+        let Prepared {
+            ids,
+            policy,
+            spec,
+            params,
+            ..
+        } = &prepared;
         let mut text = TextStream::new(engine, &job.events, &job.stop);
         let mut watch = hook.as_mut().map(|h| PlanWatch::new(h.as_mut()));
         let mut first_token = None;
         let generated = generate_mode(
             &engine.model,
-            &ids,
-            &params,
-            &spec,
+            ids,
+            params,
+            spec,
             watch.as_mut().map(|w| w as &mut dyn LayerHook),
             |token, depth| {
                 first_token.get_or_insert_with(Instant::now);
@@ -200,17 +266,29 @@ impl Worker {
             }
             Err(e) => return Err(e),
         };
+        self.summary(&prepared, &mut text, finish_reason, first_token)
+    }
+
+    /// The finished answer: flush the text and report tokens, depths and timings.
+    pub(super) fn summary(
+        &self,
+        prepared: &Prepared,
+        text: &mut TextStream,
+        finish_reason: FinishReason,
+        first_token: Option<Instant>,
+    ) -> Result<Summary> {
         let answer = text.finish()?;
         let end = Instant::now();
         let first_token = first_token.unwrap_or(end);
+        let start = prepared.start;
         Ok(Summary {
             text: answer,
-            prompt_tokens: ids.len(),
+            prompt_tokens: prepared.ids.len(),
             completion_tokens: text.tokens.len(),
             finish_reason,
-            policy,
-            mode: spec.label(),
-            num_layers: engine.model.num_layers(),
+            policy: prepared.policy.clone(),
+            mode: prepared.spec.label(),
+            num_layers: self.engine.model.num_layers(),
             depths: std::mem::take(&mut text.depths),
             prefill_seconds: (first_token - start).as_secs_f64(),
             decode_seconds: (end - first_token).as_secs_f64(),
