@@ -81,6 +81,13 @@ pub trait LayerHook {
     /// Called after every block that ran, the last one included (an exit there changes nothing,
     /// but observers see every layer).
     fn after_layer(&mut self, view: &mut LayerView<'_>) -> Result<Decision>;
+
+    /// Whether `after_layer` may read a layer or exit. A hook that only plans skips answers
+    /// false, and the engine may then run it over a batch of sequences with its plan, without
+    /// showing it the layers.
+    fn watches_layers(&self) -> bool {
+        true
+    }
 }
 
 /// Several hooks as one: plans are united, and the first hook to say exit stops the pass.
@@ -118,6 +125,10 @@ impl LayerHook for HookChain<'_> {
             }
         }
         Ok(decision)
+    }
+
+    fn watches_layers(&self) -> bool {
+        self.hooks.iter().any(|h| h.watches_layers())
     }
 }
 

@@ -159,3 +159,65 @@ async fn adaptive_answers_match_the_library_and_metrics_show_layers_saved() {
     assert_eq!(v["error"]["param"], "adainfer.policy");
     server.stop().await.unwrap();
 }
+
+/// Static-policy requests sent together share batch steps, and each still gets exactly the
+/// answer the library gives it alone (early exit with the propagate fill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_static_policy_requests_are_batched_and_match_the_library() {
+    let config = engine_config();
+    let server = start(&config).await;
+    let client = client();
+    let engine = config.load_engine().unwrap();
+    let plugin = PluginConfig::load(config.plugin().unwrap(), &[]).unwrap();
+    let spec = ModeSpec {
+        kv_fill: KvFill::Propagate,
+        ..config.adaptive.mode_spec()
+    };
+    let params = GenerationParams {
+        max_tokens: MAX_TOKENS,
+        sampling: SamplingParams::greedy(),
+        stop_tokens: engine.eos_token_ids.clone(),
+    };
+    let sentences = sst2_sentences(16);
+    let tasks: Vec<_> = sentences
+        .iter()
+        .map(|sentence| {
+            let body = json!({"prompt": format!("Q: {sentence}\nA:"), "max_tokens": MAX_TOKENS,
+                              "adainfer": {"policy": "unified_skip", "kv_fill": "propagate"}});
+            let (client, url) = (
+                client.clone(),
+                format!("http://{}/v1/completions", server.addr),
+            );
+            tokio::spawn(
+                async move { send(&client, request("POST", &url, body.to_string())).await },
+            )
+        })
+        .collect();
+    for (sentence, task) in sentences.iter().zip(tasks) {
+        let (status, text) = task.await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let ids = engine.encode(&format!("Q: {sentence}\nA:")).unwrap();
+        let mut hook = AdaInfer::for_policy(&plugin, &engine, "unified_skip").unwrap();
+        let expected = generate_mode(
+            &engine.model,
+            &ids,
+            &params,
+            &spec,
+            Some(&mut hook),
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(
+            v["choices"][0]["text"],
+            engine.decode(&expected.generation.tokens).unwrap(),
+            "{sentence}"
+        );
+        assert_eq!(v["adainfer"]["exit_layers"], json!(expected.depths), "{v}");
+        assert_eq!(v["adainfer"]["mode"], "early_exit/propagate");
+    }
+    let (_, metrics) = get(&client, &server, "/metrics").await;
+    let batched = metric_value(&metrics, "adainfer_batched_requests_total").unwrap_or(0.0);
+    assert!(batched >= 2.0, "no batch ran:\n{metrics}");
+    server.stop().await.unwrap();
+}

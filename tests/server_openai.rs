@@ -123,12 +123,8 @@ async fn concurrent_requests_match_dense_generation() {
     }
     // 64 dense requests sent at once queue up behind the first: the worker decodes waiting
     // dense requests together (every answer above still equals the dense library's).
-    let batched: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("adainfer_batched_requests_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    assert!(batched >= 2, "no batch ran:\n{metrics}");
+    let batched = metric_value(&metrics, "adainfer_batched_requests_total").unwrap_or(0.0);
+    assert!(batched >= 2.0, "no batch ran:\n{metrics}");
     server.stop().await.unwrap();
 }
 

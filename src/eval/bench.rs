@@ -204,14 +204,17 @@ pub fn batch_throughput(
         Ok(start.elapsed().as_secs_f64())
     };
     let together = || -> Result<f64> {
-        let requests: Vec<(&[u32], &GenerationParams)> =
-            prompts.iter().map(|p| (p.as_slice(), &params)).collect();
+        use crate::engine::generate_batch::{generate_batch, BatchRequest};
+        let requests = prompts
+            .iter()
+            .map(|p| BatchRequest {
+                prompt: p,
+                params: &params,
+                hook: None,
+            })
+            .collect();
         let start = Instant::now();
-        let results = crate::engine::generate_batch::generate_dense_batch(
-            &engine.model,
-            &requests,
-            |_, _| Ok(()),
-        );
+        let results = generate_batch(&engine.model, requests, |_, _, _| Ok(()));
         let seconds = start.elapsed().as_secs_f64();
         for r in results {
             r?;

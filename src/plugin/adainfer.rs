@@ -155,6 +155,10 @@ impl LayerHook for AdaInfer {
         let row = self.features.extract(view)?;
         Ok(self.judge(&row))
     }
+
+    fn watches_layers(&self) -> bool {
+        self.policy.watches_layers()
+    }
 }
 
 impl AdaInfer {

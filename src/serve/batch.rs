@@ -1,19 +1,21 @@
-//! Dense requests that wait in the queue together are decoded together: one
-//! [`generate_dense_batch`] call advances every answer by a token per step, so the model's
-//! weights are streamed once per step for all of them. Each answer is still exactly its dense
-//! greedy (or seeded sampled) text; a stop string, a client that leaves or a bad prompt ends that
-//! request alone. Requests with an exit policy are not batched (each token's depth is its own).
+//! Requests that wait in the queue together and need the same kind of pass are decoded
+//! together: one [`generate_batch`] call advances every answer by a token per step, so the
+//! model's weights are streamed once per step for all of them. That covers dense requests and
+//! static policies (`shortgpt`, `unified_skip`: a skip plan, no per-token reading); each answer
+//! is still exactly what it would be alone, and a stop string, a client that leaves or a bad
+//! prompt ends that request alone. Policies that read the layers run alone (their exits are per
+//! token).
 
 use super::text_stream::{Cancelled, StopHit, TextStream};
 use super::worker::{Job, Prepared, Summary, Worker};
-use crate::engine::generate_batch::generate_dense_batch;
+use crate::engine::generate_batch::{generate_batch, BatchRequest};
 use crate::engine::FinishReason;
 use anyhow::{anyhow, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 impl Worker {
-    /// Answer `jobs` (all dense) as one batch.
+    /// Answer `jobs` (all with the same [`Worker::batch_key`]) as one batch.
     pub(super) fn answer_batch(&self, jobs: Vec<Job>) {
         self.metrics.batch(jobs.len());
         let mut outcomes: Vec<Option<std::thread::Result<Result<Summary>>>> =
@@ -31,7 +33,7 @@ impl Worker {
                 Err(panic) => outcomes[i] = Some(Err(panic)),
             }
         }
-        let run = catch_unwind(AssertUnwindSafe(|| self.run_batch(&jobs, &ready)));
+        let run = catch_unwind(AssertUnwindSafe(|| self.run_batch(&jobs, &mut ready)));
         match run {
             Ok(summaries) => {
                 for ((i, _), summary) in ready.iter().zip(summaries) {
@@ -58,21 +60,28 @@ impl Worker {
         }
     }
 
-    fn run_batch(&self, jobs: &[Job], ready: &[(usize, Prepared)]) -> Vec<Result<Summary>> {
+    fn run_batch(&self, jobs: &[Job], ready: &mut [(usize, Prepared)]) -> Vec<Result<Summary>> {
         let engine = &self.engine;
         let mut texts: Vec<TextStream> = ready
             .iter()
             .map(|(i, _)| TextStream::new(engine, &jobs[*i].events, &jobs[*i].stop))
             .collect();
         let mut first_tokens: Vec<Option<Instant>> = vec![None; ready.len()];
-        let requests: Vec<(&[u32], _)> = ready
+        let mut hooks: Vec<_> = ready.iter_mut().map(|(_, p)| p.hook.take()).collect();
+        let requests = ready
             .iter()
-            .map(|(_, p)| (p.ids.as_slice(), &p.params))
+            .zip(hooks.iter_mut())
+            .map(|((_, p), hook)| BatchRequest {
+                prompt: &p.ids,
+                params: &p.params,
+                hook: hook
+                    .as_deref_mut()
+                    .map(|h| h as &mut dyn crate::hook::LayerHook),
+            })
             .collect();
-        let n = engine.model.num_layers();
-        let results = generate_dense_batch(&engine.model, &requests, |r, token| {
+        let results = generate_batch(&engine.model, requests, |r, token, depth| {
             first_tokens[r].get_or_insert_with(Instant::now);
-            texts[r].push(token, n)
+            texts[r].push(token, depth)
         });
         results
             .into_iter()

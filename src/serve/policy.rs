@@ -20,6 +20,12 @@ pub trait HookFactory: Send {
     /// A fresh hook for `policy`, or `None` for dense. Unknown or unavailable policies are
     /// errors whose message is shown to the client.
     fn make(&self, engine: &Engine, policy: &str) -> Result<Option<Box<dyn LayerHook>>>;
+
+    /// Whether `policy`'s hook only plans skips (a static policy), so its requests can share a
+    /// batch. Unknown policies are not.
+    fn plans_only(&self, engine: &Engine, policy: &str) -> bool {
+        matches!(self.make(engine, policy), Ok(Some(hook)) if !hook.watches_layers())
+    }
 }
 
 /// The hooks an engine config asks for: dense only, or the AdaInfer plugin's policies. The
@@ -109,5 +115,9 @@ impl LayerHook for PlanWatch<'_> {
 
     fn after_layer(&mut self, view: &mut LayerView<'_>) -> Result<Decision> {
         self.inner.after_layer(view)
+    }
+
+    fn watches_layers(&self) -> bool {
+        self.inner.watches_layers()
     }
 }

@@ -108,14 +108,16 @@ impl Worker {
             .spawn(move || {
                 let mut held = None;
                 while let Some(job) = held.take().or_else(|| queue.blocking_recv()) {
-                    if !self.is_dense(&job) {
+                    let Some(key) = self.batch_key(&job) else {
                         self.answer(job);
                         continue;
-                    }
+                    };
                     let mut batch = vec![job];
                     while batch.len() < self.max_batch {
                         match queue.try_recv() {
-                            Ok(next) if self.is_dense(&next) => batch.push(next),
+                            Ok(next) if self.batch_key(&next).as_ref() == Some(&key) => {
+                                batch.push(next)
+                            }
                             Ok(next) => {
                                 held = Some(next);
                                 break;
@@ -132,10 +134,17 @@ impl Worker {
         Ok(handle)
     }
 
-    /// Whether `job` runs with no hook at all (so it can share a batch).
-    fn is_dense(&self, job: &Job) -> bool {
+    /// Jobs with the same key can share a batch: dense ones, and a static policy's run as early
+    /// exit with `propagate` (the only mode that runs skip plans). `None`: the job runs alone.
+    fn batch_key(&self, job: &Job) -> Option<String> {
         let policy = job.policy.as_deref().unwrap_or(self.hooks.default_policy());
-        policy == DENSE || job.mode == Some(Mode::Dense)
+        let mode = job.mode.unwrap_or(self.mode.mode);
+        if policy == DENSE || mode == Mode::Dense {
+            return Some(DENSE.to_string());
+        }
+        let propagate = job.kv_fill.unwrap_or(self.mode.kv_fill) == KvFill::Propagate;
+        (mode == Mode::EarlyExit && propagate && self.hooks.plans_only(&self.engine, policy))
+            .then(|| policy.to_string())
     }
 
     fn answer(&self, job: Job) {

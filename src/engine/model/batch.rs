@@ -7,15 +7,19 @@
 
 use super::{DecoderModel, Tensor};
 use crate::engine::KvCache;
+use crate::hook::SkipPlan;
 use anyhow::{bail, Result};
 
 impl DecoderModel {
     /// Logits after `tokens[r]` for every row `r`, where `tokens[r]` follows what `caches[r]`
-    /// holds. Equal, row for row, to a dense single-token [`DecoderModel::forward`] on each cache.
+    /// holds. Equal, row for row, to a single-token pass on each cache: dense with an empty
+    /// `plan`; with a static policy's plan, as `kv_fill::step` runs it with `propagate` (a
+    /// skipped block is the identity and gets K/V from the stream that enters it).
     pub fn decode_batch(
         &self,
         tokens: &[u32],
         caches: &mut [&mut KvCache],
+        plan: &SkipPlan,
     ) -> Result<Vec<Vec<f32>>> {
         if tokens.is_empty() || tokens.len() != caches.len() {
             bail!(
@@ -46,6 +50,12 @@ impl DecoderModel {
                     );
                 }
             }
+            if plan.skips(index) {
+                for (r, cache) in caches.iter_mut().enumerate() {
+                    self.fill_layer_kv(index, &x.narrow(0, r, 1)?, cache)?;
+                }
+                continue;
+            }
             let out = layer.forward_with(&x, |normed| {
                 let rows = caches
                     .iter_mut()
@@ -75,6 +85,7 @@ impl DecoderModel {
 mod tests {
     use crate::engine::synthetic::SyntheticSpec;
     use crate::engine::Outputs;
+    use crate::hook::SkipPlan;
     use candle_core::DType;
 
     #[test]
@@ -100,7 +111,9 @@ mod tests {
         let next = [11u32, 12, 13];
         for step in 0..2 {
             let mut refs: Vec<&mut crate::engine::KvCache> = caches.iter_mut().collect();
-            let batched = model.decode_batch(&next, &mut refs).unwrap();
+            let batched = model
+                .decode_batch(&next, &mut refs, &SkipPlan::none())
+                .unwrap();
             for (r, cache) in alone.iter_mut().enumerate() {
                 let want = model
                     .forward(&[next[r]], cache, None, Outputs::LastToken)
@@ -116,7 +129,7 @@ mod tests {
             }
         }
         let e = model
-            .decode_batch(&[1, 2], &mut [])
+            .decode_batch(&[1, 2], &mut [], &SkipPlan::none())
             .unwrap_err()
             .to_string();
         assert!(e.contains("one token per cache"), "{e}");
