@@ -1,5 +1,5 @@
-use super::eval::{parse_list, progress, spec_of};
-use super::PluginArgs;
+use super::eval::{parse_list, progress};
+use super::{PluginArgs, TaskArgs};
 use adainfer::eval::ab::{self, Arm};
 use adainfer::eval::run;
 use adainfer::eval::sweep::{self, default_thresholds, most_aggressive, with_threshold};
@@ -12,12 +12,11 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     #[command(flatten)]
     plugin: PluginArgs,
+    #[command(flatten)]
+    task: TaskArgs,
     /// Model directory (overrides the config's `[model] path`, and is written to the output).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// sst2, agnews, mmlu, csqa or squad.
-    #[arg(long)]
-    task: String,
     /// Largest allowed share of prompts whose answer differs from dense (0.01 = 1%).
     #[arg(long, default_value_t = 0.01)]
     max_drop: f64,
@@ -27,19 +26,9 @@ pub struct Args {
     /// Prompts to calibrate on.
     #[arg(long, default_value_t = 200)]
     limit: usize,
-    #[arg(long, default_value_t = 0)]
-    shots: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Comma-separated thresholds to try (default: a grid for the policy kind).
     #[arg(long)]
     thresholds: Option<String>,
-    /// Score among the task's label tokens instead of the full vocabulary.
-    #[arg(long)]
-    label_scoring: bool,
-    /// Dataset directory (default ../shared/data or $ADAINFER_DATA).
-    #[arg(long)]
-    data: Option<PathBuf>,
     /// Where to write the calibrated config (default: beside the config, `<name>.calibrated-<task>.toml`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -93,15 +82,7 @@ pub fn run(a: Args) -> Result<()> {
         None => default_thresholds(&kind)?,
     };
     with_threshold(&config, 0.5)?; // fail early on a static policy, before loading anything
-    let mut spec = spec_of(
-        &a.task,
-        &a.split,
-        a.shots,
-        Some(a.limit),
-        a.seed,
-        a.data.as_ref(),
-    )?;
-    spec.label_scoring = a.label_scoring;
+    let spec = a.task.spec(&a.split, Some(a.limit))?;
     let engine = load_engine(&config, a.model.as_deref())?;
     let prepared = run::prepare(&engine, &spec)?;
     let n = prepared.cases.len();

@@ -1,9 +1,9 @@
-use super::PluginArgs;
+use super::{PluginArgs, TaskArgs};
 use adainfer::eval::arms::build_arms;
 use adainfer::eval::plots;
-use adainfer::eval::run::{self, EvalSpec};
+use adainfer::eval::run;
 use adainfer::eval::sweep::{self, default_thresholds};
-use adainfer::eval::tasks::{Split, Task};
+
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -12,15 +12,11 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(flatten)]
     plugin: PluginArgs,
+    #[command(flatten)]
+    task: TaskArgs,
     /// Model directory (overrides the config's `[model] path`; enough alone for dense and oracle).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// sst2, agnews, mmlu, csqa or squad.
-    #[arg(long)]
-    task: String,
-    /// In-context demonstrations per prompt.
-    #[arg(long, default_value_t = 0)]
-    shots: usize,
     /// Evaluate the first N rows of the split.
     #[arg(long)]
     limit: Option<usize>,
@@ -33,21 +29,12 @@ pub struct Args {
     /// md or json.
     #[arg(long, default_value = "md")]
     format: String,
-    /// Score among the task's label tokens instead of the full vocabulary.
-    #[arg(long)]
-    label_scoring: bool,
-    /// Seed of the demonstration draw.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// test (default) or train.
     #[arg(long, default_value = "test")]
     split: String,
     /// Longest generated answer (SQuAD).
     #[arg(long, default_value_t = 16)]
     max_new_tokens: usize,
-    /// Dataset directory (default ../shared/data or $ADAINFER_DATA).
-    #[arg(long)]
-    data: Option<PathBuf>,
     /// Write SVG plots into this directory (adds the oracle arm for the per-layer pictures and,
     /// with a threshold policy, sweeps its threshold for the accuracy-vs-pruning curve).
     #[arg(long)]
@@ -73,25 +60,6 @@ pub fn progress(len: usize, what: &str) -> ProgressBar {
     }
     bar.set_message(what.to_string());
     bar
-}
-
-pub fn spec_of(
-    task: &str,
-    split: &str,
-    shots: usize,
-    limit: Option<usize>,
-    seed: u64,
-    data: Option<&PathBuf>,
-) -> Result<EvalSpec> {
-    let mut spec = EvalSpec::new(Task::parse(task)?);
-    spec.split = Split::parse(split)?;
-    spec.shots = shots;
-    spec.limit = limit;
-    spec.seed = seed;
-    if let Some(dir) = data {
-        spec.data_dir = dir.clone();
-    }
-    Ok(spec)
 }
 
 /// The engine from the config (with `--model` overriding its path) or from `--model` alone.
@@ -170,8 +138,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("unknown --format {:?} (expected json or md)", a.format);
     }
     let config = a.plugin.load()?;
-    let mut spec = spec_of(&a.task, &a.split, a.shots, a.limit, a.seed, a.data.as_ref())?;
-    spec.label_scoring = a.label_scoring;
+    let mut spec = a.task.spec(&a.split, a.limit)?;
     spec.max_new_tokens = a.max_new_tokens;
     let engine = load_engine(config.as_ref(), a.model.as_ref(), &a.dtype, &a.device)?;
     let default_arms = if config.is_some() {

@@ -80,6 +80,43 @@ pub struct PluginArgs {
     pub set: Vec<String>,
 }
 
+/// Which task and how its prompts are built; shared by `eval` and `calibrate`.
+#[derive(clap::Args)]
+pub struct TaskArgs {
+    /// sst2, agnews, mmlu, csqa or squad.
+    #[arg(long)]
+    pub task: String,
+    /// In-context demonstrations per prompt.
+    #[arg(long, default_value_t = 0)]
+    pub shots: usize,
+    /// Seed of the demonstration draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Score among the task's label tokens instead of the full vocabulary.
+    #[arg(long)]
+    pub label_scoring: bool,
+    /// Dataset directory (default ../shared/data or $ADAINFER_DATA).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+impl TaskArgs {
+    /// The evaluation of `split`'s first `limit` rows (all without a limit).
+    pub fn spec(&self, split: &str, limit: Option<usize>) -> Result<adainfer::eval::run::EvalSpec> {
+        let task = adainfer::eval::tasks::Task::parse(&self.task)?;
+        let mut spec = adainfer::eval::run::EvalSpec::new(task);
+        spec.split = adainfer::eval::tasks::Split::parse(split)?;
+        spec.shots = self.shots;
+        spec.limit = limit;
+        spec.seed = self.seed;
+        spec.label_scoring = self.label_scoring;
+        if let Some(dir) = &self.data {
+            spec.data_dir = dir.clone();
+        }
+        Ok(spec)
+    }
+}
+
 /// `--model` / `--dtype` / `--device` where a plugin config may give them instead.
 #[derive(clap::Args, Clone)]
 pub struct ConfigModelArgs {
