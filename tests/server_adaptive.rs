@@ -13,6 +13,29 @@ mod server_common;
 
 const MAX_TOKENS: usize = 4;
 
+/// What the library answers `prompt` with `policy`'s hook in `spec`'s mode: text and depths.
+fn library_answer(
+    engine: &adainfer::Engine,
+    plugin: &PluginConfig,
+    policy: &str,
+    spec: &ModeSpec,
+    params: &GenerationParams,
+    prompt: &str,
+) -> (String, Vec<usize>) {
+    let ids = engine.encode(prompt).unwrap();
+    let mut hook = AdaInfer::for_policy(plugin, engine, policy).unwrap();
+    let g = generate_mode(
+        &engine.model,
+        &ids,
+        params,
+        spec,
+        Some(&mut hook),
+        |_, _| Ok(()),
+    )
+    .unwrap();
+    (engine.decode(&g.generation.tokens).unwrap(), g.depths)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adaptive_answers_match_the_library_and_metrics_show_layers_saved() {
     let config = engine_config();
@@ -123,30 +146,17 @@ async fn adaptive_answers_match_the_library_and_metrics_show_layers_saved() {
                       "adainfer": {"policy": "unified_skip", "kv_fill": "propagate"}});
     let (status, v) = post(&client, &server, "/v1/completions", &body).await;
     assert_eq!(status, 200, "{v}");
-    let mut hook = AdaInfer::for_policy(&plugin, &engine, "unified_skip").unwrap();
     let spec = ModeSpec {
         kv_fill: KvFill::Propagate,
         ..spec
     };
-    let ids = engine.encode(prompt).unwrap();
     let params = GenerationParams {
         max_tokens: 2,
         ..params
     };
-    let expected = generate_mode(
-        &engine.model,
-        &ids,
-        &params,
-        &spec,
-        Some(&mut hook),
-        |_, _| Ok(()),
-    )
-    .unwrap();
-    assert_eq!(
-        v["choices"][0]["text"],
-        engine.decode(&expected.generation.tokens).unwrap()
-    );
-    assert_eq!(v["adainfer"]["exit_layers"], json!(expected.depths));
+    let (text, depths) = library_answer(&engine, &plugin, "unified_skip", &spec, &params, prompt);
+    assert_eq!(v["choices"][0]["text"], text);
+    assert_eq!(v["adainfer"]["exit_layers"], json!(depths));
     // A policy the plugin does not know is a 400 that lists the ones it does.
     let body = json!({"prompt": "Q: x\nA:", "adainfer": {"policy": "deep_thought"}});
     let (status, v) = post(&client, &server, "/v1/completions", &body).await;
@@ -197,23 +207,11 @@ async fn concurrent_static_policy_requests_are_batched_and_match_the_library() {
         let (status, text) = task.await.unwrap();
         assert_eq!(status, 200, "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let ids = engine.encode(&format!("Q: {sentence}\nA:")).unwrap();
-        let mut hook = AdaInfer::for_policy(&plugin, &engine, "unified_skip").unwrap();
-        let expected = generate_mode(
-            &engine.model,
-            &ids,
-            &params,
-            &spec,
-            Some(&mut hook),
-            |_, _| Ok(()),
-        )
-        .unwrap();
-        assert_eq!(
-            v["choices"][0]["text"],
-            engine.decode(&expected.generation.tokens).unwrap(),
-            "{sentence}"
-        );
-        assert_eq!(v["adainfer"]["exit_layers"], json!(expected.depths), "{v}");
+        let prompt = format!("Q: {sentence}\nA:");
+        let (text, depths) =
+            library_answer(&engine, &plugin, "unified_skip", &spec, &params, &prompt);
+        assert_eq!(v["choices"][0]["text"], text, "{sentence}");
+        assert_eq!(v["adainfer"]["exit_layers"], json!(depths), "{v}");
         assert_eq!(v["adainfer"]["mode"], "early_exit/propagate");
     }
     let (_, metrics) = get(&client, &server, "/metrics").await;
