@@ -167,7 +167,13 @@ impl PluginArgs {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    // The server's engine worker enters the engine pool itself; every other command runs there
+    // whole (see `engine::threads`).
+    let command = match cli.command {
+        Command::Serve(a) => return serve::run(a),
+        other => other,
+    };
+    adainfer::engine::threads::in_pool(|| match command {
         Command::Generate(a) => generate::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
@@ -175,7 +181,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Calibrate(a) => calibrate::run(a),
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(_) => unreachable!("served above"),
         Command::BenchDecode(a) => bench_decode::run(a),
-    }
+    })
 }

@@ -21,6 +21,7 @@ mod speculative_tests;
 pub mod synthetic;
 #[cfg(test)]
 mod tests;
+pub mod threads;
 
 pub use config::{Architecture, ModelConfig};
 pub use generate::{FinishReason, Generation, GenerationParams};

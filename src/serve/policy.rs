@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 /// The policy name that means "no hook": every layer runs.
 pub const DENSE: &str = "dense";
 
-pub trait HookFactory: Send {
+pub trait HookFactory: Send + Sync {
     /// The policy a request gets when it names none.
     fn default_policy(&self) -> &str;
 

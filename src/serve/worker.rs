@@ -11,6 +11,7 @@ use super::text_stream::{Cancelled, StopHit, TextStream};
 use crate::engine::generate::check_request;
 use crate::engine::kv_fill::KvFill;
 use crate::engine::modes::{generate_mode, Mode, ModeSpec};
+use crate::engine::threads::in_pool;
 use crate::engine::{FinishReason, GenerationParams, SamplingParams};
 use crate::hook::LayerHook;
 use crate::Engine;
@@ -102,36 +103,40 @@ pub(super) struct Prepared {
 impl Worker {
     /// Serve jobs until every sender of the queue is gone. Consecutive dense jobs in the queue
     /// are answered as one batch (see `serve::batch`); any other job alone, in queue order.
-    pub fn spawn(self, mut queue: mpsc::Receiver<Job>) -> Result<std::thread::JoinHandle<()>> {
+    pub fn spawn(self, queue: mpsc::Receiver<Job>) -> Result<std::thread::JoinHandle<()>> {
         let handle = std::thread::Builder::new()
             .name("adainfer-engine".into())
-            .spawn(move || {
-                let mut held = None;
-                while let Some(job) = held.take().or_else(|| queue.blocking_recv()) {
-                    let Some(key) = self.batch_key(&job) else {
-                        self.answer(job);
-                        continue;
-                    };
-                    let mut batch = vec![job];
-                    while batch.len() < self.max_batch {
-                        match queue.try_recv() {
-                            Ok(next) if self.batch_key(&next).as_ref() == Some(&key) => {
-                                batch.push(next)
-                            }
-                            Ok(next) => {
-                                held = Some(next);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    match batch.len() {
-                        1 => batch.into_iter().for_each(|job| self.answer(job)),
-                        _ => self.answer_batch(batch),
-                    }
-                }
-            })?;
+            .spawn(move || self.serve_queue(queue))?;
         Ok(handle)
+    }
+
+    /// Answer jobs in queue order; consecutive jobs with the same [`Worker::batch_key`] run as
+    /// one batch.
+    fn serve_queue(self, mut queue: mpsc::Receiver<Job>) {
+        let mut held = None;
+        while let Some(job) = held.take().or_else(|| queue.blocking_recv()) {
+            let Some(key) = self.batch_key(&job) else {
+                in_pool(|| self.answer(job));
+                continue;
+            };
+            let mut batch = vec![job];
+            while batch.len() < self.max_batch {
+                match queue.try_recv() {
+                    Ok(next) if self.batch_key(&next).as_ref() == Some(&key) => batch.push(next),
+                    Ok(next) => {
+                        held = Some(next);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            // The work itself runs on the engine's pool (see `engine::threads`); waiting for
+            // the queue does not hold a pool thread.
+            in_pool(|| match batch.len() {
+                1 => batch.into_iter().for_each(|job| self.answer(job)),
+                _ => self.answer_batch(batch),
+            });
+        }
     }
 
     /// Jobs with the same key can share a batch: dense ones, and a static policy's run as early
