@@ -1,5 +1,8 @@
 //! The host pipeline: load a Hugging Face model directory and run it, dense or with hooks.
-//! Split the mistral.rs way: `loader` (files → weights), `model` (the decoder), `generate`.
+//! Split the mistral.rs way: `loader` (files → weights), `model` (the decoder, and its batched
+//! decode step), `generate` (one sequence) / `generate_batch` (several together), and the
+//! generation modes (`early_exit` with `kv_fill`, `speculative`, dispatched by `modes`).
+//! `rows_matmul` and `threads` are about speed on the CPU.
 
 pub mod config;
 pub mod early_exit;
