@@ -1,6 +1,5 @@
 use super::generate::policy;
-use super::{ConfigModelArgs, PluginArgs};
-use adainfer::engine::kv_fill::KvFill;
+use super::{ConfigModelArgs, GenerationFlags, PluginArgs};
 use adainfer::engine::modes::Mode;
 use adainfer::engine::synthetic::SyntheticSpec;
 use adainfer::engine::{GenerationParams, SamplingParams};
@@ -41,18 +40,8 @@ pub struct Args {
     /// early exit with each KV fill, and self-speculative.
     #[arg(long, default_value = "all")]
     modes: String,
-    /// KV fill for a bare `early_exit` (default: the config's, else recompute).
-    #[arg(long)]
-    kv_fill: Option<KvFill>,
-    /// Exit / draft after this block (1-based) instead of the plugin's policy.
-    #[arg(long)]
-    draft_layer: Option<usize>,
-    /// Drafts per round for a bare `self_speculative` (default: the config's, else 4).
-    #[arg(long)]
-    draft_tokens: Option<usize>,
-    /// Draft confidence floor for a bare `self_speculative` (default: the config's, else 0).
-    #[arg(long)]
-    draft_confidence: Option<f32>,
+    #[command(flatten)]
+    flags: GenerationFlags,
     /// markdown or json.
     #[arg(long, default_value = "markdown")]
     format: String,
@@ -95,11 +84,7 @@ pub fn run(a: Args) -> Result<()> {
         device: a.device.clone(),
     }
     .load(config.as_ref())?;
-    let mut base = config.as_ref().map(|c| c.generation).unwrap_or_default();
-    base.kv_fill = a.kv_fill.unwrap_or(base.kv_fill);
-    base.fixed_layer = a.draft_layer.or(base.fixed_layer);
-    base.draft.tokens = a.draft_tokens.unwrap_or(base.draft.tokens);
-    base.draft.min_confidence = a.draft_confidence.unwrap_or(base.draft.min_confidence);
+    let mut base = a.flags.apply(config.as_ref().map(|c| &c.generation));
     base.mode = Mode::EarlyExit;
     let mut policy = policy(&base, config.as_ref(), &engine)?;
     let policy_name = match (base.fixed_layer, &config) {

@@ -1,6 +1,5 @@
-use super::{ConfigModelArgs, PluginArgs};
+use super::{ConfigModelArgs, GenerationFlags, PluginArgs};
 use adainfer::engine::early_exit::FixedExit;
-use adainfer::engine::kv_fill::KvFill;
 use adainfer::engine::modes::{generate_mode, Mode, ModeSpec};
 use adainfer::engine::{GenerationParams, SamplingParams};
 use adainfer::plugin::AdaInfer;
@@ -33,20 +32,8 @@ pub struct Args {
     /// (shallow drafts verified by every block: the dense output). Default: dense.
     #[arg(long)]
     mode: Option<Mode>,
-    /// How early_exit fills the K/V an exit leaves out: propagate (approximate), recompute
-    /// (exact cache) or dense_after_prefill (exit in the prompt pass only). Default: recompute.
-    #[arg(long)]
-    kv_fill: Option<KvFill>,
-    /// Exit (early_exit) or draft (self_speculative) after this block, counted from 1, instead
-    /// of asking the plugin's policy.
-    #[arg(long)]
-    draft_layer: Option<usize>,
-    /// Drafts per self-speculative round, at most. Default: 4.
-    #[arg(long)]
-    draft_tokens: Option<usize>,
-    /// End a round's drafting after a draft whose top probability is below this. Default: 0 (off).
-    #[arg(long)]
-    draft_confidence: Option<f32>,
+    #[command(flatten)]
+    flags: GenerationFlags,
     /// Print each token with the depth of the pass that chose it, the token ids and timings.
     #[arg(long)]
     verbose: bool,
@@ -55,12 +42,8 @@ pub struct Args {
 impl Args {
     /// The config's `[generation]` table with the flags given on top.
     fn mode_spec(&self, config: Option<&ModeSpec>) -> ModeSpec {
-        let mut spec = config.copied().unwrap_or_default();
+        let mut spec = self.flags.apply(config);
         spec.mode = self.mode.unwrap_or(spec.mode);
-        spec.kv_fill = self.kv_fill.unwrap_or(spec.kv_fill);
-        spec.fixed_layer = self.draft_layer.or(spec.fixed_layer);
-        spec.draft.tokens = self.draft_tokens.unwrap_or(spec.draft.tokens);
-        spec.draft.min_confidence = self.draft_confidence.unwrap_or(spec.draft.min_confidence);
         spec
     }
 }

@@ -80,6 +80,43 @@ pub struct PluginArgs {
     pub set: Vec<String>,
 }
 
+/// Flags that override a plugin config's `[generation]` table; shared by `generate` and
+/// `bench-decode`.
+#[derive(clap::Args)]
+pub struct GenerationFlags {
+    /// How early exit fills the K/V an exit leaves out: propagate (approximate), recompute
+    /// (exact cache) or dense_after_prefill (exit in the prompt pass only). Default: the
+    /// config's, else recompute.
+    #[arg(long)]
+    pub kv_fill: Option<adainfer::engine::kv_fill::KvFill>,
+    /// Exit (early_exit) or draft (self_speculative) after this block, counted from 1, instead
+    /// of asking the plugin's policy.
+    #[arg(long)]
+    pub draft_layer: Option<usize>,
+    /// Drafts per self-speculative round, at most. Default: the config's, else 4.
+    #[arg(long)]
+    pub draft_tokens: Option<usize>,
+    /// End a round's drafting after a draft whose top probability is below this. Default: the
+    /// config's, else 0 (off).
+    #[arg(long)]
+    pub draft_confidence: Option<f32>,
+}
+
+impl GenerationFlags {
+    /// `config` (a plugin config's `[generation]` table, or the defaults) with the flags on top.
+    pub fn apply(
+        &self,
+        config: Option<&adainfer::engine::modes::ModeSpec>,
+    ) -> adainfer::engine::modes::ModeSpec {
+        let mut spec = config.copied().unwrap_or_default();
+        spec.kv_fill = self.kv_fill.unwrap_or(spec.kv_fill);
+        spec.fixed_layer = self.draft_layer.or(spec.fixed_layer);
+        spec.draft.tokens = self.draft_tokens.unwrap_or(spec.draft.tokens);
+        spec.draft.min_confidence = self.draft_confidence.unwrap_or(spec.draft.min_confidence);
+        spec
+    }
+}
+
 /// Which task and how its prompts are built; shared by `eval` and `calibrate`.
 #[derive(clap::Args)]
 pub struct TaskArgs {
