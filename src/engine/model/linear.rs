@@ -1,0 +1,117 @@
+//! Linear layers and the matrix products under them: weights stored `[out, in]` as in HF
+//! checkpoints, multiplied in place (no copy per call), few-row products through
+//! [`rows_matmul`], bf16 on the CPU multiplied in f32.
+
+use crate::engine::rows_matmul;
+use anyhow::{Context, Result};
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
+
+/// `a @ b` (batched, broadcasting). candle's CPU backend has no bf16 matmul, so bf16 operands
+/// on CPU are multiplied in f32 and the product rounded back: weights stay bf16 in memory.
+pub(super) fn matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if a.dtype() == DType::BF16 && a.device().is_cpu() {
+        let product = a
+            .to_dtype(DType::F32)?
+            .broadcast_matmul(&b.to_dtype(DType::F32)?)?;
+        return product.to_dtype(DType::BF16);
+    }
+    a.broadcast_matmul(b)
+}
+
+/// `x @ weightᵀ` over the last dimension of `x` (any rank), for weights stored `[out, in]` as in
+/// HF checkpoints. The rows of `x` are flattened into one matrix so the weight is read in place:
+/// candle's `broadcast_matmul` would first copy the broadcast weight, on every call.
+pub(super) fn matmul_t(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = x.dims();
+    let inner = dims[dims.len() - 1];
+    let rows = x.elem_count() / inner.max(1);
+    let x = x.reshape((rows, inner))?;
+    let y = match few_rows_matmul_t(&x, weight)? {
+        Some(y) => y,
+        None => matmul(&x, &weight.t()?)?,
+    };
+    let mut out = dims[..dims.len() - 1].to_vec();
+    out.push(weight.dim(0)?);
+    y.reshape(out)
+}
+
+/// [`rows_matmul`] for a few f32 rows on the CPU with a contiguous weight; `None` otherwise.
+fn few_rows_matmul_t(x: &Tensor, weight: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    let (m, k) = x.dims2()?;
+    let n = weight.dim(0)?;
+    let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
+    if !rows_matmul::worthwhile(m, n, k) || !f32_cpu(x) || !f32_cpu(weight) {
+        return Ok(None);
+    }
+    let (storage, layout) = weight.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        return Ok(None);
+    };
+    let w = &cpu.as_slice::<f32>()?[start..end];
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let y = rows_matmul::matmul_t(&xs, m, w, n, k);
+    Ok(Some(Tensor::from_vec(y, (m, n), x.device())?))
+}
+
+/// `x @ weightᵀ + bias`.
+pub(super) struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub(super) fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    pub(super) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub(super) fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = matmul_t(x, &self.weight)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+pub(super) fn linear(
+    vb: &VarBuilder,
+    name: &str,
+    in_dim: usize,
+    out_dim: usize,
+    bias: bool,
+) -> Result<Linear> {
+    let w = vb
+        .get((out_dim, in_dim), &format!("{name}.weight"))
+        .with_context(|| format!("weight {}.{name}.weight", vb.prefix()))?;
+    let b = if bias {
+        Some(
+            vb.get(out_dim, &format!("{name}.bias"))
+                .with_context(|| format!("weight {}.{name}.bias", vb.prefix()))?,
+        )
+    } else {
+        None
+    };
+    Ok(Linear::new(w, b))
+}
+
+/// One linear layer computing several stacked along the output dimension.
+pub(super) fn stack_linear(parts: &[Linear]) -> Result<Linear> {
+    let weights: Vec<&Tensor> = parts.iter().map(|p| p.weight()).collect();
+    let weight = Tensor::cat(&weights, 0)?;
+    let bias = match parts.iter().map(|p| p.bias()).collect::<Option<Vec<_>>>() {
+        Some(biases) => Some(Tensor::cat(&biases, 0)?),
+        None => None,
+    };
+    Ok(Linear::new(weight, bias))
+}
