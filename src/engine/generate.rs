@@ -4,7 +4,7 @@
 //! generation modes; here a hook may only watch, and a pass that exits early leaves holes that
 //! the next pass refuses to attend over (see [`super::model::DecoderModel::forward`]).
 
-use super::model::{DecoderModel, Outputs};
+use super::model::{check_vocabulary, DecoderModel, Outputs};
 use super::sampling::{Sampler, SamplingParams};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -53,10 +53,7 @@ pub fn check_request(model: &DecoderModel, prompt: &[u32], max_tokens: usize) ->
     if prompt.is_empty() {
         bail!("the prompt is empty: give at least one token");
     }
-    let vocab = model.config.vocab_size;
-    if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-        bail!("prompt token id {bad} is outside the vocabulary (vocab_size {vocab})");
-    }
+    check_vocabulary("prompt token", prompt, model.config.vocab_size)?;
     let limit = model.config.max_position_embeddings;
     if prompt.len() > limit {
         bail!(

@@ -16,6 +16,14 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use linear::{linear, matmul, matmul_t, stack_linear, Linear};
 
+/// Every id in `ids` must index the vocabulary; `what` names them in the error.
+pub fn check_vocabulary(what: &str, ids: &[u32], vocab: usize) -> Result<()> {
+    match ids.iter().find(|&&id| id as usize >= vocab) {
+        Some(bad) => bail!("{what} id {bad} is outside the vocabulary (size {vocab})"),
+        None => Ok(()),
+    }
+}
+
 fn norm_weight(vb: &VarBuilder, name: &str, dim: usize) -> Result<Tensor> {
     vb.get(dim, &format!("{name}.weight"))
         .with_context(|| format!("weight {}.{name}.weight", vb.prefix()))
@@ -238,10 +246,7 @@ impl LmHead {
         let weight = match ids {
             None => self.weight.clone(),
             Some(ids) => {
-                let vocab = self.weight.dim(0)?;
-                if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-                    bail!("probe token id {bad} is outside the vocabulary (size {vocab})");
-                }
+                check_vocabulary("probe token", ids, self.weight.dim(0)?)?;
                 let index = Tensor::new(ids, self.weight.device())?;
                 self.weight.index_select(&index, 0)?
             }
@@ -356,10 +361,7 @@ impl DecoderModel {
 
     /// Embeddings of `tokens` as `[1, seq, hidden]`.
     pub fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
-        let vocab = self.config.vocab_size;
-        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            bail!("token id {bad} is outside the vocabulary (size {vocab})");
-        }
+        check_vocabulary("token", tokens, self.config.vocab_size)?;
         let ids = Tensor::new(tokens, &self.device)?;
         Ok(self.embed_tokens.index_select(&ids, 0)?.unsqueeze(0)?)
     }
