@@ -218,14 +218,16 @@ impl Gate {
     /// echoed answer starts with; or why the request cannot run.
     fn job(&self, req: &NormalRequest) -> Result<(Job, UnboundedReceiver<Event>, String), String> {
         let a = accept(req).map_err(|u| u.to_string())?;
-        let text = match &a.prompt {
-            PromptSource::Tokens(_) => String::new(),
-            PromptSource::Text(t) => t.clone(),
-            PromptSource::Chat(m) => self.template.render(m).map_err(|e| format!("{e:#}"))?,
+        let encode = |text: String| match crate::engine::encode(&self.tokenizer, &text) {
+            Ok(ids) => Ok((ids, text)),
+            Err(e) => Err(format!("{e:#}")),
         };
-        let mut ids = match &a.prompt {
-            PromptSource::Tokens(ids) => ids.clone(),
-            _ => crate::engine::encode(&self.tokenizer, &text).map_err(|e| format!("{e:#}"))?,
+        let (mut ids, text) = match a.prompt {
+            PromptSource::Tokens(ids) => (ids, String::new()),
+            PromptSource::Text(text) => encode(text)?,
+            PromptSource::Chat(m) => {
+                encode(self.template.render(&m).map_err(|e| format!("{e:#}"))?)?
+            }
         };
         // mistral.rs: no max_len means until the context is full.
         let max_tokens = a

@@ -9,6 +9,8 @@ use crate::hook::{Decision, LayerHook, LayerView, PassInfo, SkipPlan};
 use crate::plugin::{AdaInfer, PluginConfig};
 use crate::Engine;
 use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// The policy name that means "no hook": every layer runs.
 pub const DENSE: &str = "dense";
@@ -42,7 +44,10 @@ pub fn hooks_for(config: &EngineConfig, engine: &Engine) -> Result<Box<dyn HookF
             config.model.path.display()
         )
     })?;
-    Ok(Box::new(PluginHooks { plugin }))
+    Ok(Box::new(PluginHooks {
+        plugin,
+        plans_only: Default::default(),
+    }))
 }
 
 /// The server with AdaInfer off: only `dense`.
@@ -67,6 +72,9 @@ impl HookFactory for DenseOnly {
 /// AdaInfer on: the plugin config's policy by default, any other kind on request.
 pub struct PluginHooks {
     plugin: PluginConfig,
+    /// [`HookFactory::plans_only`] per policy, known after its first hook: the worker asks for
+    /// every queued request, and building a hook can read a classifier file.
+    plans_only: Mutex<HashMap<String, bool>>,
 }
 
 impl HookFactory for PluginHooks {
@@ -83,6 +91,20 @@ impl HookFactory for PluginHooks {
             engine,
             policy,
         )?)))
+    }
+
+    fn plans_only(&self, engine: &Engine, policy: &str) -> bool {
+        let mut known = self.plans_only.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&answer) = known.get(policy) {
+            return answer;
+        }
+        // Only policies that exist are remembered: clients choose the names.
+        let Ok(hook) = self.make(engine, policy) else {
+            return false;
+        };
+        let answer = hook.is_some_and(|h| !h.watches_layers());
+        known.insert(policy.to_string(), answer);
+        answer
     }
 }
 
