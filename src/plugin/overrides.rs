@@ -30,15 +30,11 @@ pub(super) fn resolve_path_at(doc: &mut toml::Table, dotted: &str, base: &Path) 
     }
 }
 
-/// The kinds that own a table under `[policy]`.
-const KIND_TABLES: [&str; 6] = [
-    "gap_threshold",
-    "top_prob_threshold",
-    "svm",
-    "logistic",
-    "shortgpt",
-    "unified_skip",
-];
+/// Whether `kind` owns a table under `[policy]`: every policy kind but `dense` and `oracle`,
+/// which take no parameters.
+fn owns_table(kind: &str) -> bool {
+    super::policy::POLICY_KINDS.contains(&kind) && kind != "dense" && kind != "oracle"
+}
 
 pub(super) fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Result<()> {
     let parsed = overrides
@@ -78,7 +74,7 @@ fn expand_policy_shorthand(doc: &toml::Table, key: &str) -> String {
     let shorthand = parts.len() == 2
         && parts[0] == "policy"
         && parts[1] != "kind"
-        && !KIND_TABLES.contains(&parts[1]);
+        && !owns_table(parts[1]);
     if shorthand {
         let kind = doc
             .get("policy")
