@@ -3,7 +3,8 @@
 //! whose passes skip the same blocks share a step). Sequences finish independently (stop token,
 //! `max_tokens`, or their callback saying stop), and each gets exactly the tokens it would get
 //! alone: dense ones those of [`super::generate::generate_dense`], ones with a plan-only hook (a
-//! static policy) those of early exit with `kv_fill = propagate`.
+//! static policy) those of early exit with `kv_fill = propagate`. `generate_dense` keeps its own
+//! plain one-sequence loop on purpose: it is the reference these batches are tested against.
 
 use super::generate::{check_request, FinishReason, Generation, GenerationParams};
 use super::kv_fill::{step, Backlog, KvFill};

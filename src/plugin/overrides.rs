@@ -71,10 +71,8 @@ pub(super) fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Re
 /// `policy.threshold` → `policy.<active kind>.threshold`.
 fn expand_policy_shorthand(doc: &toml::Table, key: &str) -> String {
     let parts: Vec<&str> = key.split('.').collect();
-    let shorthand = parts.len() == 2
-        && parts[0] == "policy"
-        && parts[1] != "kind"
-        && !owns_table(parts[1]);
+    let shorthand =
+        parts.len() == 2 && parts[0] == "policy" && parts[1] != "kind" && !owns_table(parts[1]);
     if shorthand {
         let kind = doc
             .get("policy")
