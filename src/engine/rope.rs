@@ -5,35 +5,90 @@
 
 use super::config::{ModelConfig, RopeScaling};
 use candle_core::{DType, Device, Result, Tensor};
+use std::sync::RwLock;
 
 pub struct Rope {
+    inv_freq: Vec<f32>,
+    max_positions: usize,
+    dtype: DType,
+    device: Device,
+    /// cos / sin for positions `0..len`, grown (doubling) as positions are used: a long
+    /// context window costs nothing until it is filled, and a config claiming 2^40 positions
+    /// cannot make the loader allocate terabytes.
+    tables: RwLock<Tables>,
+}
+
+struct Tables {
+    len: usize,
     cos: Tensor,
     sin: Tensor,
 }
 
+/// Positions tabled up front; covers most prompts without a regrow.
+const INITIAL_POSITIONS: usize = 1024;
+
 impl Rope {
     pub fn new(config: &ModelConfig, dtype: DType, device: &Device) -> Result<Self> {
         let inv_freq = inverse_frequencies(config);
-        let half = inv_freq.len();
-        let positions = config.max_position_embeddings;
-        let mut angles = Vec::with_capacity(positions * half);
-        for p in 0..positions {
-            angles.extend(inv_freq.iter().map(|f| p as f32 * f));
-        }
-        let angles = Tensor::from_vec(angles, (positions, half), device)?;
+        let max_positions = config.max_position_embeddings;
+        let first = build(
+            &inv_freq,
+            INITIAL_POSITIONS.min(max_positions),
+            dtype,
+            device,
+        )?;
         Ok(Self {
-            cos: angles.cos()?.to_dtype(dtype)?,
-            sin: angles.sin()?.to_dtype(dtype)?,
+            inv_freq,
+            max_positions,
+            dtype,
+            device: device.clone(),
+            tables: RwLock::new(first),
         })
+    }
+
+    /// cos / sin rows `offset..offset + seq`, growing the tables if needed.
+    fn rows(&self, offset: usize, seq: usize) -> Result<(Tensor, Tensor)> {
+        let end = offset + seq;
+        if end > self.max_positions {
+            candle_core::bail!(
+                "position {end} is past the model's {} positions",
+                self.max_positions
+            );
+        }
+        {
+            let t = self.tables.read().expect("rope tables poisoned");
+            if end <= t.len {
+                return Ok((t.cos.narrow(0, offset, seq)?, t.sin.narrow(0, offset, seq)?));
+            }
+        }
+        let mut t = self.tables.write().expect("rope tables poisoned");
+        if end > t.len {
+            let len = end.next_power_of_two().min(self.max_positions);
+            *t = build(&self.inv_freq, len, self.dtype, &self.device)?;
+        }
+        Ok((t.cos.narrow(0, offset, seq)?, t.sin.narrow(0, offset, seq)?))
     }
 
     /// Rotate `x` laid out as `[batch, seq, heads, head_dim]`, whose first token sits at `offset`.
     pub fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let seq = x.dim(1)?;
-        let cos = self.cos.narrow(0, offset, seq)?;
-        let sin = self.sin.narrow(0, offset, seq)?;
+        let (cos, sin) = self.rows(offset, x.dim(1)?)?;
         candle_nn::rotary_emb::rope_thd(&x.contiguous()?, &cos, &sin)
     }
+}
+
+/// Tables for positions `0..positions`, computed in f32 as transformers does.
+fn build(inv_freq: &[f32], positions: usize, dtype: DType, device: &Device) -> Result<Tables> {
+    let half = inv_freq.len();
+    let mut angles = Vec::with_capacity(positions * half);
+    for p in 0..positions {
+        angles.extend(inv_freq.iter().map(|f| p as f32 * f));
+    }
+    let angles = Tensor::from_vec(angles, (positions, half), device)?;
+    Ok(Tables {
+        len: positions,
+        cos: angles.cos()?.to_dtype(dtype)?,
+        sin: angles.sin()?.to_dtype(dtype)?,
+    })
 }
 
 fn inverse_frequencies(config: &ModelConfig) -> Vec<f32> {
@@ -105,6 +160,34 @@ mod tests {
             (scaled[last] - plain[last] / 8.0).abs() < 1e-12,
             "lowest frequency divided by factor"
         );
+    }
+
+    #[test]
+    fn tables_grow_with_the_positions_used() {
+        let mut c = config(RopeScaling::None);
+        c.max_position_embeddings = 1 << 40; // must not be allocated
+        let rope = Rope::new(&c, DType::F32, &Device::Cpu).unwrap();
+        let x = Tensor::ones((1, 1, 1, 16), DType::F32, &Device::Cpu).unwrap();
+        let far = rope.apply(&x, 5000).unwrap();
+        let mut fresh = config(RopeScaling::None);
+        fresh.max_position_embeddings = 6000;
+        let near = Rope::new(&fresh, DType::F32, &Device::Cpu)
+            .unwrap()
+            .apply(&x, 5000);
+        // The same position from a grown table and from a fresh one.
+        let (a, b) = (
+            far.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            near.unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+        );
+        assert_eq!(a, b);
+        assert!(rope.tables.read().unwrap().len >= 5001);
+        c.max_position_embeddings = 8;
+        let small = Rope::new(&c, DType::F32, &Device::Cpu).unwrap();
+        assert!(small.apply(&x, 8).is_err());
     }
 
     #[test]
