@@ -19,7 +19,7 @@ pub struct Args {
     synthetic: Option<String>,
     #[arg(long, default_value = "models/tiny-llama-sst2-agnews/tokenizer.json")]
     tokenizer: PathBuf,
-    /// f32, bf16 or f16 (default: the config's, else f32).
+    /// auto, f32, bf16 or f16 (default: the config's, else auto).
     #[arg(long)]
     dtype: Option<String>,
     /// cpu, cuda, cuda:N or metal (default: the config's, else cpu).
@@ -115,12 +115,12 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         let name = match &a.synthetic {
             Some(shape) => format!("random-weight {shape} shape"),
-            None => engine.files.dir.display().to_string(),
+            None => engine.source.path().display().to_string(),
         };
         println!(
             "{name} ({} blocks, {}): {} {task} prompts, greedy, up to {} tokens, {policy_name}\n",
             engine.model.num_layers(),
-            a.dtype.as_deref().unwrap_or("config/f32"),
+            a.dtype.as_deref().unwrap_or("config/auto"),
             prompts.len(),
             a.max_tokens,
         );

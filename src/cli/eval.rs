@@ -42,8 +42,8 @@ pub struct Args {
     /// Thresholds of that sweep, comma-separated (default: a grid for the policy kind).
     #[arg(long)]
     sweep_thresholds: Option<String>,
-    /// f32, bf16 or f16 (without a config; a config's `[model]` says it otherwise).
-    #[arg(long, default_value = "f32")]
+    /// auto, f32, bf16 or f16 (without a config; a config's `[model]` says it otherwise).
+    #[arg(long, default_value = "auto")]
     dtype: String,
     /// cpu, cuda, cuda:N or metal (without a config).
     #[arg(long, default_value = "cpu")]

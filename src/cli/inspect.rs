@@ -13,7 +13,7 @@ pub struct Args {
     /// Hugging Face model directory; with --config it overrides the config's model path.
     #[arg(long, required_unless_present = "config")]
     model: Option<PathBuf>,
-    /// f32, bf16 or f16 (default: the config's, else f32).
+    /// auto, f32, bf16 or f16 (default: the config's, else auto).
     #[arg(long)]
     dtype: Option<String>,
     /// cpu, cuda, cuda:N or metal (default: the config's, else cpu).
@@ -57,7 +57,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         None => {
             let options = LoadOptions::from_names(
-                a.dtype.as_deref().unwrap_or("f32"),
+                a.dtype.as_deref().unwrap_or("auto"),
                 a.device.as_deref().unwrap_or("cpu"),
             )?;
             let dir = a
@@ -108,7 +108,7 @@ pub fn run(a: Args) -> Result<()> {
             })
             .collect::<Result<_>>()?;
         let mut doc = json!({
-            "model": engine.files.dir,
+            "model": engine.source.path(),
             "input_ids": ids,
             "layers": layers,
             "final": {

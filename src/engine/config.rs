@@ -94,40 +94,42 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct RawRope {
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawRope {
     #[serde(alias = "type")]
-    rope_type: Option<String>,
-    rope_theta: Option<f64>,
-    factor: Option<f64>,
-    low_freq_factor: Option<f64>,
-    high_freq_factor: Option<f64>,
-    original_max_position_embeddings: Option<f64>,
+    pub(crate) rope_type: Option<String>,
+    pub(crate) rope_theta: Option<f64>,
+    pub(crate) factor: Option<f64>,
+    pub(crate) low_freq_factor: Option<f64>,
+    pub(crate) high_freq_factor: Option<f64>,
+    pub(crate) original_max_position_embeddings: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
-struct RawConfig {
-    model_type: Option<String>,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    vocab_size: usize,
-    rms_norm_eps: Option<f64>,
-    rope_theta: Option<f64>,
-    rope_scaling: Option<RawRope>,
+/// `config.json` as written; GGUF metadata is mapped onto the same fields so both formats
+/// share one validation.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawConfig {
+    pub(crate) model_type: Option<String>,
+    pub(crate) hidden_size: usize,
+    pub(crate) intermediate_size: usize,
+    pub(crate) num_hidden_layers: usize,
+    pub(crate) num_attention_heads: usize,
+    pub(crate) num_key_value_heads: Option<usize>,
+    pub(crate) head_dim: Option<usize>,
+    pub(crate) vocab_size: usize,
+    pub(crate) rms_norm_eps: Option<f64>,
+    pub(crate) rope_theta: Option<f64>,
+    pub(crate) rope_scaling: Option<RawRope>,
     /// Newer transformers nest theta and scaling here.
-    rope_parameters: Option<RawRope>,
-    max_position_embeddings: Option<usize>,
-    tie_word_embeddings: Option<bool>,
-    attention_bias: Option<bool>,
-    sliding_window: Option<usize>,
-    use_sliding_window: Option<bool>,
-    hidden_act: Option<String>,
-    bos_token_id: Option<u32>,
-    eos_token_id: Option<OneOrMany>,
+    pub(crate) rope_parameters: Option<RawRope>,
+    pub(crate) max_position_embeddings: Option<usize>,
+    pub(crate) tie_word_embeddings: Option<bool>,
+    pub(crate) attention_bias: Option<bool>,
+    pub(crate) sliding_window: Option<usize>,
+    pub(crate) use_sliding_window: Option<bool>,
+    pub(crate) hidden_act: Option<String>,
+    pub(crate) bos_token_id: Option<u32>,
+    pub(crate) eos_token_id: Option<OneOrMany>,
 }
 
 impl ModelConfig {
@@ -138,7 +140,10 @@ impl ModelConfig {
     }
 
     pub fn from_json(text: &str) -> Result<Self> {
-        let raw: RawConfig = serde_json::from_str(text)?;
+        Self::from_raw(serde_json::from_str(text)?)
+    }
+
+    pub(crate) fn from_raw(raw: RawConfig) -> Result<Self> {
         let model_type = raw
             .model_type
             .as_deref()

@@ -1,5 +1,6 @@
 //! Finding and loading a local Hugging Face model directory: config, safetensors (single or
-//! sharded), tokenizer, and the special tokens scattered over three JSON files.
+//! sharded), tokenizer, and the special tokens scattered over three JSON files; and what every
+//! model has whatever its format (where it came from, its identity).
 
 use super::config::{ModelConfig, OneOrMany};
 use anyhow::{bail, Context, Result};
@@ -8,6 +9,33 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+/// Where a model was loaded from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A Hugging Face directory (config.json, safetensors, tokenizer.json).
+    Directory(ModelFiles),
+    /// One GGUF file holding config, tokenizer and weights.
+    Gguf(PathBuf),
+}
+
+impl ModelSource {
+    /// The directory or file the user named.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Directory(files) => &files.dir,
+            Self::Gguf(path) => path,
+        }
+    }
+
+    /// Short name of the format, for reports.
+    pub fn format(&self) -> &'static str {
+        match self {
+            Self::Directory(_) => "safetensors",
+            Self::Gguf(_) => "gguf",
+        }
+    }
+}
 
 /// The files of a model directory, located and checked to exist.
 #[derive(Debug, Clone)]
@@ -124,14 +152,16 @@ pub fn eos_token_ids(
     Ok(ids.into_iter().collect())
 }
 
-/// Parse a dtype name as used in configs and on the command line.
-pub fn parse_dtype(name: &str) -> Result<DType> {
-    Ok(match name {
+/// Parse a dtype name as used in configs and on the command line; `auto` is `None` (f32 for
+/// safetensors, the file's own types for GGUF).
+pub fn parse_dtype(name: &str) -> Result<Option<DType>> {
+    Ok(Some(match name {
+        "auto" => return Ok(None),
         "f32" | "float32" => DType::F32,
         "bf16" | "bfloat16" => DType::BF16,
         "f16" | "float16" => DType::F16,
-        other => bail!("unknown dtype {other:?} (expected f32, bf16 or f16)"),
-    })
+        other => bail!("unknown dtype {other:?} (expected auto, f32, bf16 or f16)"),
+    }))
 }
 
 /// Parse a device name: `cpu`, `cuda`, `cuda:N` or `metal`.
@@ -156,16 +186,24 @@ pub struct ModelIdentity {
     pub num_layers: usize,
     pub hidden_size: usize,
     pub vocab_size: usize,
-    /// FNV-1a over config.json and each weight file's size, head and tail (cheap, and it
-    /// changes when the weights do: safetensors headers carry every tensor's offsets).
+    /// FNV-1a over each model file's size, head and tail (cheap, and it changes when the
+    /// weights do: safetensors and GGUF headers carry every tensor's offsets).
     pub weights_fingerprint: String,
 }
 
 impl ModelIdentity {
-    pub fn of(files: &ModelFiles, config: &ModelConfig) -> Result<Self> {
+    /// The identity of a model: its `config.json` (none for GGUF, whose header is in the
+    /// weights file) and weight files.
+    pub fn of(
+        config_file: Option<&Path>,
+        weights: &[PathBuf],
+        config: &ModelConfig,
+    ) -> Result<Self> {
         let mut h = Fnv::default();
-        h.write(&std::fs::read(&files.config)?);
-        for path in &files.weights {
+        if let Some(path) = config_file {
+            h.write(&std::fs::read(path)?);
+        }
+        for path in weights {
             let mut f = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
             let len = f.metadata()?.len();
@@ -268,7 +306,8 @@ mod tests {
 
     #[test]
     fn dtype_and_device_names() {
-        assert_eq!(parse_dtype("bf16").unwrap(), DType::BF16);
+        assert_eq!(parse_dtype("bf16").unwrap(), Some(DType::BF16));
+        assert_eq!(parse_dtype("auto").unwrap(), None);
         assert!(parse_dtype("int4")
             .unwrap_err()
             .to_string()

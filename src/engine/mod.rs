@@ -1,20 +1,24 @@
-//! The host pipeline: load a Hugging Face model directory and run it, dense or with hooks.
-//! Split the mistral.rs way: `loader` (files → weights), `model` (the decoder, and its batched
+//! The host pipeline: load a model (a Hugging Face directory or a GGUF file) and run it, dense
+//! or with hooks. Split the mistral.rs way: `loader` / `gguf` (files → weights through
+//! `weights`, quantized matrices in `quant`), `model` (the decoder, and its batched
 //! decode step), `generate` (one sequence) / `generate_batch` (several together), and the
 //! generation modes (`early_exit` with `kv_fill`, `speculative`, dispatched by `modes`).
 //! `rows_matmul` and `threads` are about speed on the CPU.
 
+pub mod chat;
 pub mod config;
 pub mod early_exit;
 #[cfg(test)]
 mod early_exit_tests;
 pub mod generate;
 pub mod generate_batch;
+pub mod gguf;
 pub mod kv_cache;
 pub mod kv_fill;
 pub mod loader;
 pub mod model;
 pub mod modes;
+pub mod quant;
 pub mod rope;
 mod rows_matmul;
 pub mod sampling;
@@ -25,11 +29,13 @@ pub mod synthetic;
 #[cfg(test)]
 mod tests;
 pub mod threads;
+pub mod weights;
 
+pub use chat::ChatInfo;
 pub use config::{Architecture, ModelConfig};
 pub use generate::{FinishReason, Generation, GenerationParams};
 pub use kv_cache::KvCache;
-pub use loader::{ModelFiles, ModelIdentity};
+pub use loader::{ModelFiles, ModelIdentity, ModelSource};
 pub use model::{DecoderModel, ExitRecord, LmHead, Outputs, PassOutput};
 pub use sampling::{Sampler, SamplingParams};
 
@@ -41,14 +47,16 @@ use std::path::Path;
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    pub dtype: DType,
+    /// `None` ("auto"): f32 for safetensors, the file's own (quantized) types for GGUF.
+    /// `Some`: every weight in this dtype (a GGUF file is dequantized to the dense path).
+    pub dtype: Option<DType>,
     pub device: Device,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            dtype: DType::F32,
+            dtype: None,
             device: Device::Cpu,
         }
     }
@@ -68,24 +76,65 @@ pub struct Engine {
     pub model: DecoderModel,
     pub tokenizer: tokenizers::Tokenizer,
     pub eos_token_ids: Vec<u32>,
-    pub files: ModelFiles,
+    /// Where it was loaded from.
+    pub source: ModelSource,
+    /// The model's own chat template and the special tokens it names.
+    pub chat: ChatInfo,
     pub identity: ModelIdentity,
 }
 
 impl Engine {
-    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+    /// Load a model directory, or a `.gguf` file.
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Self> {
+        if gguf::is_gguf_path(path) {
+            Self::load_gguf(path, options)
+        } else {
+            Self::load_dir(path, options)
+        }
+    }
+
+    fn load_gguf(path: &Path, options: &LoadOptions) -> Result<Self> {
+        let file = gguf::GgufFile::open(path)?;
+        let config = gguf::config::model_config(&file)?;
+        let tokenizer = gguf::tokenizer::tokenizer_from_gguf(&file.content.metadata)
+            .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+        let chat = ChatInfo::of_gguf(&file, &config)?;
+        let identity = ModelIdentity::of(None, &[path.to_path_buf()], &config)?;
+        let weights = gguf::weights::GgufWeights::new(
+            &file,
+            options.dtype,
+            &options.device,
+            config.architecture.name(),
+            config.num_attention_heads,
+            config.num_key_value_heads,
+        );
+        let eos_token_ids = config.eos_token_ids.clone();
+        let model = DecoderModel::from_weights(&weights, config)
+            .with_context(|| format!("cannot load the weights of {}", path.display()))?;
+        Ok(Self {
+            model,
+            tokenizer,
+            eos_token_ids,
+            source: ModelSource::Gguf(path.to_path_buf()),
+            chat,
+            identity,
+        })
+    }
+
+    fn load_dir(dir: &Path, options: &LoadOptions) -> Result<Self> {
         let files = ModelFiles::locate(dir)?;
         let config = ModelConfig::from_file(&files.config)?;
         let tokenizer = tokenizers::Tokenizer::from_file(&files.tokenizer)
             .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", files.tokenizer.display()))?;
         let eos_token_ids = loader::eos_token_ids(&files, &config, &tokenizer)?;
-        let identity = ModelIdentity::of(&files, &config)?;
+        let identity = ModelIdentity::of(Some(&files.config), &files.weights, &config)?;
+        let chat = ChatInfo::of_dir(&files)?;
+        let dtype = options.dtype.unwrap_or(DType::F32);
         // SAFETY: the files are memory-mapped read-only; mutating them while loaded is the
         // same hazard every safetensors loader accepts.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&files.weights, options.dtype, &options.device)
-        }
-        .with_context(|| format!("cannot read weights in {}", dir.display()))?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, &options.device) }
+                .with_context(|| format!("cannot read weights in {}", dir.display()))?;
         let model = DecoderModel::load(vb, config).with_context(|| {
             format!("weights in {} do not match its config.json", dir.display())
         })?;
@@ -93,7 +142,8 @@ impl Engine {
             model,
             tokenizer,
             eos_token_ids,
-            files,
+            source: ModelSource::Directory(files),
+            chat,
             identity,
         })
     }

@@ -10,11 +10,12 @@ use super::rope::Rope;
 
 mod batch;
 mod linear;
+use super::weights::{Matrix, SafetensorsWeights, WeightSource};
 use crate::hook::{Decision, LayerHook, LayerView, PassInfo, SkipPlan};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
-use linear::{linear, matmul, matmul_t, stack_linear, Linear};
+use linear::{linear, matmul, matrix_matmul_t, stack_linear, Linear};
 
 /// Every id in `ids` must index the vocabulary; `what` names them in the error.
 pub fn check_vocabulary(what: &str, ids: &[u32], vocab: usize) -> Result<()> {
@@ -24,9 +25,8 @@ pub fn check_vocabulary(what: &str, ids: &[u32], vocab: usize) -> Result<()> {
     }
 }
 
-fn norm_weight(vb: &VarBuilder, name: &str, dim: usize) -> Result<Tensor> {
-    vb.get(dim, &format!("{name}.weight"))
-        .with_context(|| format!("weight {}.{name}.weight", vb.prefix()))
+fn norm_weight(weights: &dyn WeightSource, prefix: &str, name: &str, dim: usize) -> Result<Tensor> {
+    weights.tensor(&format!("{prefix}.{name}.weight"), &[dim])
 }
 
 struct Attention {
@@ -42,29 +42,23 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
+    fn load(weights: &dyn WeightSource, prefix: &str, c: &ModelConfig) -> Result<Self> {
         let (h, q, kv) = (
             c.hidden_size,
             c.num_attention_heads * c.head_dim,
             c.num_key_value_heads * c.head_dim,
         );
         let parts = [
-            linear(&vb, "q_proj", h, q, c.qkv_bias)?,
-            linear(&vb, "k_proj", h, kv, c.qkv_bias)?,
-            linear(&vb, "v_proj", h, kv, c.qkv_bias)?,
+            linear(weights, prefix, "q_proj", h, q, c.qkv_bias)?,
+            linear(weights, prefix, "k_proj", h, kv, c.qkv_bias)?,
+            linear(weights, prefix, "v_proj", h, kv, c.qkv_bias)?,
         ];
         let qkv_proj = stack_linear(&parts)?;
-        let kv_proj = Linear::new(
-            qkv_proj.weight().narrow(0, q, 2 * kv)?,
-            qkv_proj
-                .bias()
-                .map(|b| b.narrow(0, q, 2 * kv))
-                .transpose()?,
-        );
+        let kv_proj = qkv_proj.narrow_rows(q, 2 * kv)?;
         Ok(Self {
             qkv_proj,
             kv_proj,
-            o_proj: linear(&vb, "o_proj", q, h, false)?,
+            o_proj: linear(weights, prefix, "o_proj", q, h, false)?,
             num_heads: c.num_attention_heads,
             num_kv_heads: c.num_key_value_heads,
             head_dim: c.head_dim,
@@ -143,14 +137,14 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn load(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
+    fn load(weights: &dyn WeightSource, prefix: &str, c: &ModelConfig) -> Result<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         Ok(Self {
             gate_up_proj: stack_linear(&[
-                linear(&vb, "gate_proj", h, i, false)?,
-                linear(&vb, "up_proj", h, i, false)?,
+                linear(weights, prefix, "gate_proj", h, i, false)?,
+                linear(weights, prefix, "up_proj", h, i, false)?,
             ])?,
-            down_proj: linear(&vb, "down_proj", i, h, false)?,
+            down_proj: linear(weights, prefix, "down_proj", i, h, false)?,
             intermediate: i,
         })
     }
@@ -180,12 +174,13 @@ struct BlockOutput {
 }
 
 impl DecoderLayer {
-    fn load(vb: VarBuilder, c: &ModelConfig) -> Result<Self> {
+    fn load(weights: &dyn WeightSource, prefix: &str, c: &ModelConfig) -> Result<Self> {
+        let h = c.hidden_size;
         Ok(Self {
-            input_layernorm: norm_weight(&vb, "input_layernorm", c.hidden_size)?,
-            attention: Attention::load(vb.pp("self_attn"), c)?,
-            post_attention_layernorm: norm_weight(&vb, "post_attention_layernorm", c.hidden_size)?,
-            mlp: Mlp::load(vb.pp("mlp"), c)?,
+            input_layernorm: norm_weight(weights, prefix, "input_layernorm", h)?,
+            attention: Attention::load(weights, &format!("{prefix}.self_attn"), c)?,
+            post_attention_layernorm: norm_weight(weights, prefix, "post_attention_layernorm", h)?,
+            mlp: Mlp::load(weights, &format!("{prefix}.mlp"), c)?,
             eps: c.rms_norm_eps as f32,
         })
     }
@@ -227,7 +222,7 @@ impl DecoderLayer {
 /// Final norm + lm_head: the dense output and, on the last token only, the hooks' probe.
 pub struct LmHead {
     norm: Tensor,
-    weight: Tensor,
+    weight: Matrix,
     eps: f32,
 }
 
@@ -235,7 +230,7 @@ impl LmHead {
     /// Logits of every row of `hidden` (`[.., hidden]`), as f32.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let normed = candle_nn::ops::rms_norm(hidden, &self.norm, self.eps)?;
-        Ok(matmul_t(&normed, &self.weight)?.to_dtype(DType::F32)?)
+        Ok(matrix_matmul_t(&normed, &self.weight)?.to_dtype(DType::F32)?)
     }
 
     /// Logits of the last token of `hidden` (`[1, seq, hidden]`), over all ids or only `ids`.
@@ -246,12 +241,19 @@ impl LmHead {
         let weight = match ids {
             None => self.weight.clone(),
             Some(ids) => {
-                check_vocabulary("probe token", ids, self.weight.dim(0)?)?;
-                let index = Tensor::new(ids, self.weight.device())?;
-                self.weight.index_select(&index, 0)?
+                check_vocabulary("probe token", ids, self.weight.rows()?)?;
+                match &self.weight {
+                    Matrix::Dense(w) => {
+                        Matrix::Dense(w.index_select(&Tensor::new(ids, w.device())?, 0)?)
+                    }
+                    Matrix::Quantized(q) => {
+                        let rows: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
+                        Matrix::Quantized(std::sync::Arc::new(q.select_rows(&rows)?))
+                    }
+                }
             }
         };
-        Ok(matmul_t(&normed, &weight)?
+        Ok(matrix_matmul_t(&normed, &weight)?
             .squeeze(0)?
             .to_dtype(DType::F32)?
             .to_vec1()?)
@@ -298,7 +300,8 @@ impl PassOutput {
 
 pub struct DecoderModel {
     pub config: ModelConfig,
-    embed_tokens: Tensor,
+    /// `[vocab, hidden]`; quantized in GGUF files (rows are dequantized as tokens are looked up).
+    embed_tokens: Matrix,
     layers: Vec<DecoderLayer>,
     head: LmHead,
     rope: Rope,
@@ -307,34 +310,39 @@ pub struct DecoderModel {
 }
 
 impl DecoderModel {
+    /// A model from safetensors through candle's `VarBuilder` (HF directories, tests).
     pub fn load(vb: VarBuilder, config: ModelConfig) -> Result<Self> {
+        Self::from_weights(&SafetensorsWeights(vb), config)
+    }
+
+    /// A model from any weight source, named the Hugging Face way.
+    pub fn from_weights(weights: &dyn WeightSource, config: ModelConfig) -> Result<Self> {
         let c = &config;
-        let model = vb.pp("model");
-        let embed_tokens = model
-            .get((c.vocab_size, c.hidden_size), "embed_tokens.weight")
-            .context("weight model.embed_tokens.weight")?;
+        let embed_tokens =
+            weights.matrix("model.embed_tokens.weight", c.vocab_size, c.hidden_size)?;
         let layers = (0..c.num_hidden_layers)
-            .map(|i| DecoderLayer::load(model.pp(format!("layers.{i}")), c))
+            .map(|i| DecoderLayer::load(weights, &format!("model.layers.{i}"), c))
             .collect::<Result<Vec<_>>>()?;
         let weight = if c.tie_word_embeddings {
             embed_tokens.clone()
         } else {
-            vb.get((c.vocab_size, c.hidden_size), "lm_head.weight")
-                .context("weight lm_head.weight (config says tie_word_embeddings = false)")?
+            weights
+                .matrix("lm_head.weight", c.vocab_size, c.hidden_size)
+                .context("weight lm_head.weight (the model's embeddings are not tied)")?
         };
         let head = LmHead {
-            norm: norm_weight(&model, "norm", c.hidden_size)?,
+            norm: norm_weight(weights, "model", "norm", c.hidden_size)?,
             weight,
             eps: c.rms_norm_eps as f32,
         };
-        let rope = Rope::new(c, vb.dtype(), vb.device())?;
+        let rope = Rope::new(c, weights.dtype(), weights.device())?;
         Ok(Self {
             embed_tokens,
             layers,
             head,
             rope,
-            device: vb.device().clone(),
-            dtype: vb.dtype(),
+            device: weights.device().clone(),
+            dtype: weights.dtype(),
             config,
         })
     }
@@ -362,8 +370,19 @@ impl DecoderModel {
     /// Embeddings of `tokens` as `[1, seq, hidden]`.
     pub fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
         check_vocabulary("token", tokens, self.config.vocab_size)?;
-        let ids = Tensor::new(tokens, &self.device)?;
-        Ok(self.embed_tokens.index_select(&ids, 0)?.unsqueeze(0)?)
+        let rows = match &self.embed_tokens {
+            Matrix::Dense(table) => table.index_select(&Tensor::new(tokens, &self.device)?, 0)?,
+            Matrix::Quantized(table) => {
+                let width = table.cols();
+                let mut values = vec![0f32; tokens.len() * width];
+                for (row, &id) in values.chunks_mut(width).zip(tokens) {
+                    table.dequantize_row(id as usize, row);
+                }
+                Tensor::from_vec(values, (tokens.len(), width), &self.device)?
+                    .to_dtype(self.dtype)?
+            }
+        };
+        Ok(rows.unsqueeze(0)?)
     }
 
     /// Additive causal mask `[seq, offset + seq]` (with Mistral's sliding window), or `None`

@@ -28,7 +28,7 @@ pub fn plugin_arm(name: &str, kind: &str, config: &PluginConfig, engine: &Engine
 #[cfg(feature = "mistralrs")]
 fn mistralrs_arm(engine: &Engine) -> Result<Arm> {
     let options = crate::mistralrs::StockOptions::default();
-    let stock = crate::mistralrs::StockMistralRs::load(&engine.files.dir, &options)
+    let stock = crate::mistralrs::StockMistralRs::load(engine.source.path(), &options)
         .context("arm mistralrs")?;
     Ok(Arm::external("mistralrs", Box::new(stock)))
 }

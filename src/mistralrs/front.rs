@@ -95,10 +95,7 @@ impl AdaInferFront {
         if options.queue == 0 {
             bail!("the request queue needs room for at least one request");
         }
-        let template = ChatTemplate::for_model(
-            engine.files.tokenizer_config.as_deref(),
-            options.chat_template.as_deref(),
-        )?;
+        let template = ChatTemplate::for_model(&engine.chat, options.chat_template.as_deref())?;
         let context = engine.config().max_position_embeddings;
         let gate = Gate {
             tokenizer: engine.tokenizer.clone(),

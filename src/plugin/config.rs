@@ -40,7 +40,7 @@ pub struct ModelSection {
 }
 
 fn default_dtype() -> String {
-    "f32".into()
+    "auto".into()
 }
 
 fn default_device() -> String {

@@ -5,7 +5,7 @@
 //! ```toml
 //! [model]
 //! path = "../models/tiny-llama-sst2-agnews"
-//! dtype = "f32"
+//! dtype = "auto"
 //! device = "cpu"
 //!
 //! [scheduler]
@@ -64,7 +64,7 @@ pub struct ModelSection {
 }
 
 fn default_dtype() -> String {
-    "f32".into()
+    "auto".into()
 }
 
 fn default_device() -> String {

@@ -47,10 +47,8 @@ impl Server {
         hooks: Box<dyn HookFactory>,
         addr: SocketAddr,
     ) -> Result<Self> {
-        let template = template::ChatTemplate::for_model(
-            engine.files.tokenizer_config.as_deref(),
-            config.model.chat_template.as_deref(),
-        )?;
+        let template =
+            template::ChatTemplate::for_model(&engine.chat, config.model.chat_template.as_deref())?;
         let scheduler = &config.scheduler;
         let context = engine.config().max_position_embeddings;
         let rules = openai::RequestRules {

@@ -1,7 +1,8 @@
 //! Chat messages → prompt text, with the model's own Jinja chat template when it has one.
 //!
-//! The template comes from `tokenizer_config.json`'s `chat_template` (a string, or a list of
-//! named templates of which `default` is used), or from a file named in the engine config. It
+//! The template is the model's own (`tokenizer_config.json`'s `chat_template` or GGUF's
+//! `tokenizer.chat_template`, found by the engine: [`ChatInfo`]), or a file named in the engine
+//! config. It
 //! is rendered like HF transformers does (trim_blocks, lstrip_blocks, `messages`,
 //! `add_generation_prompt`, `bos_token`, `eos_token`, `raise_exception`, Python string methods).
 //!
@@ -9,9 +10,9 @@
 //! line per message, then `assistant:` for the model to continue.
 
 use super::openai::ChatMessage;
-use anyhow::{anyhow, bail, Context, Result};
+use crate::engine::ChatInfo;
+use anyhow::{anyhow, Context, Result};
 use minijinja::{context, Environment, ErrorKind};
-use serde_json::Value;
 use std::path::Path;
 
 pub struct ChatTemplate {
@@ -24,36 +25,18 @@ pub struct ChatTemplate {
 const NAME: &str = "chat";
 
 impl ChatTemplate {
-    /// The template for a model: `override_file` if given, else its `tokenizer_config.json`'s.
-    pub fn for_model(
-        tokenizer_config: Option<&Path>,
-        override_file: Option<&Path>,
-    ) -> Result<Self> {
-        let config: Value = match tokenizer_config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                serde_json::from_str(&text)
-                    .with_context(|| format!("invalid {}", path.display()))?
-            }
-            None => Value::Null,
-        };
+    /// The template for a model: `override_file` if given, else the model's own.
+    pub fn for_model(model: &ChatInfo, override_file: Option<&Path>) -> Result<Self> {
         let (source, origin) = match override_file {
             Some(file) => {
                 let text = std::fs::read_to_string(file)
                     .with_context(|| format!("cannot read chat template {}", file.display()))?;
                 (Some(text), file.display().to_string())
             }
-            None => {
-                let origin = tokenizer_config.map_or(String::new(), |p| p.display().to_string());
-                let source =
-                    template_in(&config.get("chat_template").cloned().unwrap_or(Value::Null))
-                        .with_context(|| format!("chat_template in {origin}"))?;
-                (source, origin)
-            }
+            None => (model.template.clone(), model.origin.clone()),
         };
-        let bos_token = special_token(&config, "bos_token");
-        let eos_token = special_token(&config, "eos_token");
+        let bos_token = model.bos_token.clone();
+        let eos_token = model.eos_token.clone();
         let env = source
             .map(|s| compile(s).with_context(|| format!("invalid chat template in {origin}")))
             .transpose()?;
@@ -107,34 +90,6 @@ pub fn plain_prompt(messages: &[ChatMessage]) -> String {
     text
 }
 
-fn template_in(value: &Value) -> Result<Option<String>> {
-    match value {
-        Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s.clone())),
-        Value::Array(list) => {
-            let named = |name: &str| {
-                list.iter().find_map(|t| {
-                    (t.get("name")?.as_str()? == name).then(|| t.get("template")?.as_str())?
-                })
-            };
-            match named("default") {
-                Some(s) => Ok(Some(s.to_string())),
-                None => bail!("a list of templates must hold one named \"default\""),
-            }
-        }
-        other => bail!("expected a string or a list of named templates, got {other}"),
-    }
-}
-
-/// `bos_token` / `eos_token` are a string or an `{"content": …}` object.
-fn special_token(config: &Value, key: &str) -> String {
-    let v = config.get(key);
-    v.and_then(Value::as_str)
-        .or_else(|| v?.get("content")?.as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn compile(source: String) -> Result<Environment<'static>> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
@@ -168,7 +123,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tokenizer_config.json");
         std::fs::write(&path, json).unwrap();
-        ChatTemplate::for_model(Some(&path), None).unwrap()
+        ChatTemplate::for_model(&ChatInfo::from_tokenizer_config(&path).unwrap(), None).unwrap()
     }
 
     #[test]
@@ -203,7 +158,9 @@ mod tests {
         std::fs::write(&path, r#"{"chat_template": "{% for %}"}"#).unwrap();
         let e = format!(
             "{:#}",
-            ChatTemplate::for_model(Some(&path), None).err().unwrap()
+            ChatTemplate::for_model(&ChatInfo::from_tokenizer_config(&path).unwrap(), None)
+                .err()
+                .unwrap()
         );
         assert!(e.contains("tokenizer_config.json"), "{e}");
     }

@@ -1,6 +1,8 @@
 //! Paths to `../shared`, which sits beside the repository (read-only).
 #![allow(dead_code)]
 
+pub mod reference;
+
 use std::path::PathBuf;
 
 pub fn shared() -> PathBuf {

@@ -1,11 +1,13 @@
 //! Linear layers and the matrix products under them: weights stored `[out, in]` as in HF
 //! checkpoints, multiplied in place (no copy per call), few-row products through
-//! [`rows_matmul`], bf16 on the CPU multiplied in f32.
+//! [`rows_matmul`], bf16 on the CPU multiplied in f32, quantized matrices through their block
+//! kernels ([`QMatrix::matmul_t`]).
 
+use crate::engine::quant::QMatrix;
 use crate::engine::rows_matmul;
-use anyhow::{Context, Result};
+use crate::engine::weights::{Matrix, WeightSource};
+use anyhow::Result;
 use candle_core::{DType, Tensor};
-use candle_nn::VarBuilder;
 
 /// `a @ b` (batched, broadcasting). candle's CPU backend has no bf16 matmul, so bf16 operands
 /// on CPU are multiplied in f32 and the product rounded back: weights stay bf16 in memory.
@@ -56,18 +58,38 @@ fn few_rows_matmul_t(x: &Tensor, weight: &Tensor) -> candle_core::Result<Option<
     Ok(Some(Tensor::from_vec(y, (m, n), x.device())?))
 }
 
+/// `x @ Wᵀ` for a quantized `W`: the rows of `x` (any rank, f32) go through the block kernels.
+fn quantized_matmul_t(x: &Tensor, weight: &QMatrix) -> candle_core::Result<Tensor> {
+    let dims = x.dims();
+    let inner = dims[dims.len() - 1];
+    let rows = x.elem_count() / inner.max(1);
+    let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let y = weight.matmul_t(&xs, rows);
+    let mut out = dims[..dims.len() - 1].to_vec();
+    out.push(weight.rows());
+    Tensor::from_vec(y, out, x.device())?.to_dtype(x.dtype())
+}
+
+/// `x @ weightᵀ` for either kind of matrix.
+pub(super) fn matrix_matmul_t(x: &Tensor, weight: &Matrix) -> candle_core::Result<Tensor> {
+    match weight {
+        Matrix::Dense(w) => matmul_t(x, w),
+        Matrix::Quantized(q) => quantized_matmul_t(x, q),
+    }
+}
+
 /// `x @ weightᵀ + bias`.
 pub(super) struct Linear {
-    weight: Tensor,
+    weight: Matrix,
     bias: Option<Tensor>,
 }
 
 impl Linear {
-    pub(super) fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+    pub(super) fn new(weight: Matrix, bias: Option<Tensor>) -> Self {
         Self { weight, bias }
     }
 
-    pub(super) fn weight(&self) -> &Tensor {
+    pub(super) fn weight(&self) -> &Matrix {
         &self.weight
     }
 
@@ -76,29 +98,37 @@ impl Linear {
     }
 
     pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = matmul_t(x, &self.weight)?;
+        let y = matrix_matmul_t(x, &self.weight)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
     }
+
+    /// Output rows `start..start + len` of this layer (the k|v part of a fused q|k|v).
+    pub(super) fn narrow_rows(&self, start: usize, len: usize) -> Result<Linear> {
+        Ok(Linear::new(
+            self.weight.narrow_rows(start, len)?,
+            self.bias
+                .as_ref()
+                .map(|b| b.narrow(0, start, len))
+                .transpose()?,
+        ))
+    }
 }
 
+/// The linear layer `{prefix}.{name}` (weight `[out_dim, in_dim]`, optional bias).
 pub(super) fn linear(
-    vb: &VarBuilder,
+    weights: &dyn WeightSource,
+    prefix: &str,
     name: &str,
     in_dim: usize,
     out_dim: usize,
     bias: bool,
 ) -> Result<Linear> {
-    let w = vb
-        .get((out_dim, in_dim), &format!("{name}.weight"))
-        .with_context(|| format!("weight {}.{name}.weight", vb.prefix()))?;
+    let w = weights.matrix(&format!("{prefix}.{name}.weight"), out_dim, in_dim)?;
     let b = if bias {
-        Some(
-            vb.get(out_dim, &format!("{name}.bias"))
-                .with_context(|| format!("weight {}.{name}.bias", vb.prefix()))?,
-        )
+        Some(weights.tensor(&format!("{prefix}.{name}.bias"), &[out_dim])?)
     } else {
         None
     };
@@ -107,8 +137,8 @@ pub(super) fn linear(
 
 /// One linear layer computing several stacked along the output dimension.
 pub(super) fn stack_linear(parts: &[Linear]) -> Result<Linear> {
-    let weights: Vec<&Tensor> = parts.iter().map(|p| p.weight()).collect();
-    let weight = Tensor::cat(&weights, 0)?;
+    let weights: Vec<&Matrix> = parts.iter().map(|p| p.weight()).collect();
+    let weight = Matrix::concat_rows(&weights)?;
     let bias = match parts.iter().map(|p| p.bias()).collect::<Option<Vec<_>>>() {
         Some(biases) => Some(Tensor::cat(&biases, 0)?),
         None => None,

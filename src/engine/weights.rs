@@ -1,0 +1,100 @@
+//! Where the decoder's weights come from, whatever the file: one interface, Hugging Face names.
+//!
+//! A family is written once against [`WeightSource`]; safetensors directories and GGUF files
+//! (dense or quantized) each implement it. Matrices come back as a [`Matrix`]: a dense tensor
+//! or a quantized block matrix, which the linear layers multiply without dequantizing.
+
+use super::quant::QMatrix;
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use std::sync::Arc;
+
+/// A weight matrix `[rows, cols]` (output × input features).
+#[derive(Clone)]
+pub enum Matrix {
+    Dense(Tensor),
+    Quantized(Arc<QMatrix>),
+}
+
+impl Matrix {
+    pub fn rows(&self) -> Result<usize> {
+        Ok(match self {
+            Self::Dense(t) => t.dim(0)?,
+            Self::Quantized(q) => q.rows(),
+        })
+    }
+
+    /// Rows stacked in order (fusing q|k|v or gate|up into one product).
+    pub fn concat_rows(parts: &[&Matrix]) -> Result<Matrix> {
+        if let Some(dense) = parts
+            .iter()
+            .map(|p| match p {
+                Self::Dense(t) => Some(t),
+                Self::Quantized(_) => None,
+            })
+            .collect::<Option<Vec<_>>>()
+        {
+            return Ok(Self::Dense(Tensor::cat(&dense, 0)?));
+        }
+        let quantized = parts
+            .iter()
+            .map(|p| match p {
+                Self::Quantized(q) => Some(q.as_ref()),
+                Self::Dense(_) => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .context("cannot fuse dense and quantized matrices into one")?;
+        Ok(Self::Quantized(Arc::new(QMatrix::concat_rows(&quantized)?)))
+    }
+
+    /// Rows `start..start + len`: a view of a dense matrix, a copy of a quantized one.
+    pub fn narrow_rows(&self, start: usize, len: usize) -> Result<Matrix> {
+        Ok(match self {
+            Self::Dense(t) => Self::Dense(t.narrow(0, start, len)?),
+            Self::Quantized(q) => {
+                let order: Vec<usize> = (start..start + len).collect();
+                Self::Quantized(Arc::new(q.select_rows(&order)?))
+            }
+        })
+    }
+}
+
+/// The weights of one model under HF names (`model.layers.3.self_attn.q_proj.weight`).
+pub trait WeightSource {
+    /// A dense tensor (norms, biases) of `shape`, in the model's dtype.
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    /// A matrix `[rows, cols]`, quantized where the file is and the options allow.
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix>;
+    fn contains(&self, name: &str) -> bool;
+    /// The dtype of dense activations and tensors.
+    fn dtype(&self) -> DType;
+    fn device(&self) -> &Device;
+}
+
+/// Safetensors (one file or shards) through candle's `VarBuilder`.
+pub struct SafetensorsWeights<'a>(pub VarBuilder<'a>);
+
+impl WeightSource for SafetensorsWeights<'_> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.0
+            .get(shape, name)
+            .with_context(|| format!("weight {name}"))
+    }
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        Ok(Matrix::Dense(self.tensor(name, &[rows, cols])?))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains_tensor(name)
+    }
+
+    fn dtype(&self) -> DType {
+        self.0.dtype()
+    }
+
+    fn device(&self) -> &Device {
+        self.0.device()
+    }
+}
