@@ -3,13 +3,14 @@
 
 use adainfer::engine::synthetic::SyntheticSpec;
 use adainfer::eval::bench::{self, BenchSpec, Contender, DenseContender};
+use adainfer::eval::peers;
 use adainfer::{Engine, LoadOptions};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face model directory to benchmark.
+    /// Hugging Face model directory or `.gguf` file to benchmark.
     #[arg(
         long,
         conflicts_with = "synthetic",
@@ -32,6 +33,13 @@ pub struct Args {
     /// Only our engine, even when built with the `mistralrs` feature.
     #[arg(long)]
     no_mistralrs: bool,
+    /// llama.cpp's `llama-bench` binary: time it on the same GGUF file in this run
+    /// (`../shared/tools/build-llama-cpp.sh` builds it).
+    #[arg(long)]
+    llama_bench: Option<PathBuf>,
+    /// auto (f32 for safetensors, the file's own types for GGUF), f32, bf16 or f16.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
     /// Also time N requests decoded together vs one after another (the server's batching).
     #[arg(long)]
     batch: Option<usize>,
@@ -80,7 +88,8 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(m)) => m.clone(),
         (None, None) => bail!("give --model DIR or --synthetic NAME"),
     };
-    let engine = Engine::load(&dir, &LoadOptions::default())?;
+    let engine = Engine::load(&dir, &LoadOptions::from_names(&a.dtype, "cpu")?)?;
+    let loaded_rss = peers::peak_rss_bytes();
     let spec = BenchSpec {
         prompt_tokens: a.prompt_tokens,
         decode_tokens: a.decode_tokens,
@@ -99,8 +108,21 @@ pub fn run(a: Args) -> Result<()> {
         contenders.push(s.as_ref());
     }
     let vocab = engine.config().vocab_size;
-    let report = bench::run(&contenders, &spec, vocab)?;
+    let mut report = bench::run(&contenders, &spec, vocab)?;
+    if let Some(binary) = &a.llama_bench {
+        if !adainfer::engine::gguf::is_gguf_path(&dir) {
+            bail!("--llama-bench needs --model FILE.gguf");
+        }
+        report
+            .results
+            .push(peers::llama_bench(binary, &dir, report.threads, &spec)?);
+    }
     let ratio = report.ratio_to("mistral.rs");
+    let llama_ratio = report.ratio_to("llama.cpp");
+    let file_bytes = std::fs::metadata(&dir)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
     let batched = match a.batch {
         Some(n) => Some(bench::batch_throughput(&engine, &spec, n)?),
         None => None,
@@ -110,6 +132,11 @@ pub fn run(a: Args) -> Result<()> {
         if let Some((prefill, decode)) = ratio {
             doc["ratio_to_mistralrs"] = serde_json::json!({"prefill": prefill, "decode": decode});
         }
+        if let Some((prefill, decode)) = llama_ratio {
+            doc["ratio_to_llama_cpp"] = serde_json::json!({"prefill": prefill, "decode": decode});
+        }
+        doc["peak_rss_after_load_bytes"] = serde_json::json!(loaded_rss);
+        doc["model_file_bytes"] = serde_json::json!(file_bytes);
         if let Some(b) = &batched {
             doc["batch"] = serde_json::to_value(b)?;
         }
@@ -118,10 +145,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     let id = &engine.identity;
     println!(
-        "model {} ({} layers x {} hidden), f32 CPU, {} threads; prompt {} tokens, decode {} tokens, median of {} (warm-up excluded)",
+        "model {} ({} layers x {} hidden, {}, dtype {}), CPU, {} threads; prompt {} tokens, decode {} tokens, median of {} (warm-up excluded)",
         dir.display(),
         id.num_layers,
         id.hidden_size,
+        engine.source.format(),
+        a.dtype,
         report.threads,
         spec.prompt_tokens,
         spec.decode_tokens,
@@ -139,6 +168,21 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some((p, d)) = ratio {
         println!("adainfer / mistral.rs: prefill {p:.2}x, decode {d:.2}x");
+    }
+    if let Some((p, d)) = llama_ratio {
+        println!("adainfer / llama.cpp: prefill {p:.2}x, decode {d:.2}x");
+    }
+    if let Some(rss) = loaded_rss {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        match file_bytes {
+            Some(f) => println!(
+                "peak RSS after loading: {:.1} MiB ({:.2}x the {:.1} MiB model file)",
+                mib(rss),
+                rss as f64 / f as f64,
+                mib(f)
+            ),
+            None => println!("peak RSS after loading: {:.1} MiB", mib(rss)),
+        }
     }
     if let Some(b) = batched {
         println!(

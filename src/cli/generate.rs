@@ -1,7 +1,8 @@
-use super::{ConfigModelArgs, GenerationFlags, PluginArgs};
+use super::chat::chat_prompt;
+use super::{ConfigModelArgs, GenerationFlags, PluginArgs, SamplingFlags};
 use adainfer::engine::early_exit::FixedExit;
 use adainfer::engine::modes::{generate_mode, Mode, ModeSpec};
-use adainfer::engine::{GenerationParams, SamplingParams};
+use adainfer::engine::GenerationParams;
 use adainfer::plugin::AdaInfer;
 use adainfer::{Engine, LayerHook};
 use anyhow::{Context, Result};
@@ -17,17 +18,16 @@ pub struct Args {
     plugin: PluginArgs,
     #[arg(long)]
     prompt: String,
+    /// Send the prompt as a user message through the model's chat template (one-shot chat).
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: a system message before the prompt.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingFlags,
     /// dense, early_exit (lossy: each token stops where the policy says) or self_speculative
     /// (shallow drafts verified by every block: the dense output). Default: dense.
     #[arg(long)]
@@ -37,15 +37,6 @@ pub struct Args {
     /// Print each token with the depth of the pass that chose it, the token ids and timings.
     #[arg(long)]
     verbose: bool,
-}
-
-impl Args {
-    /// The config's `[generation]` table with the flags given on top.
-    fn mode_spec(&self, config: Option<&ModeSpec>) -> ModeSpec {
-        let mut spec = self.flags.apply(config);
-        spec.mode = self.mode.unwrap_or(spec.mode);
-        spec
-    }
 }
 
 /// Who decides exits / draft depth: the fixed layer if one is set, else the plugin's policy.
@@ -84,19 +75,21 @@ pub(super) fn policy(
 pub fn run(a: Args) -> Result<()> {
     let config = a.plugin.load()?;
     let engine = a.model.load(config.as_ref())?;
-    let spec = a.mode_spec(config.as_ref().map(|c| &c.generation));
+    let spec = a
+        .flags
+        .apply_with_mode(a.mode, config.as_ref().map(|c| &c.generation));
     let mut policy = policy(&spec, config.as_ref(), &engine)?;
     let params = GenerationParams {
         max_tokens: a.max_tokens,
-        sampling: SamplingParams {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            seed: a.seed,
-        },
+        sampling: a.sampling.params(),
         stop_tokens: engine.eos_token_ids.clone(),
     };
-    let ids = engine.encode(&a.prompt)?;
+    let prompt = if a.chat {
+        chat_prompt(&engine, a.system.as_deref(), &[a.prompt.clone()])?
+    } else {
+        a.prompt.clone()
+    };
+    let ids = engine.encode(&prompt)?;
     let mut out = std::io::stdout().lock();
     let g = generate_mode(
         &engine.model,
@@ -113,7 +106,11 @@ pub fn run(a: Args) -> Result<()> {
         },
     )?;
     let text = engine.decode(&g.generation.tokens)?;
-    writeln!(out, "{}{}", a.prompt, text)?;
+    if a.chat {
+        writeln!(out, "{text}")?;
+    } else {
+        writeln!(out, "{}{}", a.prompt, text)?;
+    }
     if a.verbose {
         let gen = &g.generation;
         writeln!(out, "tokens: {:?}", gen.tokens)?;

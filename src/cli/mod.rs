@@ -3,6 +3,7 @@
 mod bench;
 mod bench_decode;
 mod calibrate;
+mod chat;
 mod collect;
 mod eval;
 mod generate;
@@ -29,6 +30,8 @@ pub struct Cli {
 enum Command {
     /// Generate text from a prompt.
     Generate(generate::Args),
+    /// Chat with a model in the terminal, with its own chat template (Ctrl-D ends).
+    Chat(chat::Args),
     /// Show the logit lens of the last prompt token at every layer.
     Inspect(inspect::Args),
     /// Time dense prefill and decode (and stock mistral.rs with the `mistralrs` feature).
@@ -50,11 +53,12 @@ enum Command {
 /// Where the model comes from and how it is loaded; shared by every subcommand.
 #[derive(clap::Args, Clone)]
 pub struct ModelArgs {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json).
+    /// A Hugging Face model directory (config.json, *.safetensors, tokenizer.json) or a
+    /// `.gguf` file.
     #[arg(long)]
     pub model: PathBuf,
-    /// f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
+    /// auto (f32 for safetensors, the file's own types for GGUF), f32, bf16 or f16.
+    #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "cpu")]
@@ -115,6 +119,42 @@ impl GenerationFlags {
         spec.draft.min_confidence = self.draft_confidence.unwrap_or(spec.draft.min_confidence);
         spec
     }
+
+    /// [`Self::apply`], and `mode` if given.
+    pub fn apply_with_mode(
+        &self,
+        mode: Option<adainfer::engine::modes::Mode>,
+        config: Option<&adainfer::engine::modes::ModeSpec>,
+    ) -> adainfer::engine::modes::ModeSpec {
+        let mut spec = self.apply(config);
+        spec.mode = mode.unwrap_or(spec.mode);
+        spec
+    }
+}
+
+/// How tokens are drawn; shared by `generate` and `chat`.
+#[derive(clap::Args)]
+pub struct SamplingFlags {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingFlags {
+    pub fn params(&self) -> adainfer::engine::SamplingParams {
+        adainfer::engine::SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        }
+    }
 }
 
 /// Which task and how its prompts are built; shared by `eval` and `calibrate`.
@@ -157,10 +197,11 @@ impl TaskArgs {
 /// `--model` / `--dtype` / `--device` where a plugin config may give them instead.
 #[derive(clap::Args, Clone)]
 pub struct ConfigModelArgs {
-    /// Hugging Face model directory; with --config it overrides the config's model path.
+    /// Hugging Face model directory or `.gguf` file; with --config it overrides the config's
+    /// model path.
     #[arg(long, required_unless_present = "config")]
     pub model: Option<PathBuf>,
-    /// f32, bf16 or f16 (default: the config's, else f32).
+    /// auto, f32, bf16 or f16 (default: the config's, else auto).
     #[arg(long)]
     pub dtype: Option<String>,
     /// cpu, cuda, cuda:N or metal (default: the config's, else cpu).
@@ -185,7 +226,7 @@ impl ConfigModelArgs {
                     .model
                     .clone()
                     .context("--model or --config is required")?,
-                dtype: self.dtype.clone().unwrap_or_else(|| "f32".into()),
+                dtype: self.dtype.clone().unwrap_or_else(|| "auto".into()),
                 device: self.device.clone().unwrap_or_else(|| "cpu".into()),
             }
             .load(),
@@ -212,6 +253,7 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     adainfer::engine::threads::in_pool(|| match command {
         Command::Generate(a) => generate::run(a),
+        Command::Chat(a) => chat::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Collect(a) => collect::run(a),

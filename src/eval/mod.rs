@@ -6,7 +6,8 @@
 //! - [`ab`]: every arm (dense, a hook, the oracle) on the same prompts; [`arms`]: arms by name;
 //! - [`run`]: one evaluation end to end; [`report`]: JSON and Markdown;
 //! - [`sweep`]: threshold sweeps (accuracy-vs-pruning curve, `calibrate`); [`plots`]: SVG figures;
-//! - [`bench`]: dense prefill / decode throughput, ours beside stock mistral.rs.
+//! - [`bench`]: dense prefill / decode throughput, ours beside stock mistral.rs; [`peers`]:
+//!   llama.cpp's llama-bench on the same GGUF file, and peak memory.
 
 pub mod ab;
 pub mod arms;
@@ -14,6 +15,7 @@ pub mod bench;
 pub mod bench_decode;
 pub mod datasets;
 pub mod metrics;
+pub mod peers;
 pub mod plots;
 pub mod report;
 pub mod run;

@@ -1,4 +1,4 @@
-//! Stock mistral.rs (mistralrs-core, unmodified) on a local Hugging Face directory: the engine
+//! Stock mistral.rs (mistralrs-core, unmodified) on a local Hugging Face directory or GGUF file: the engine
 //! users run today, kept beside ours as the benchmark baseline and the eval's `mistralrs` arm.
 //!
 //! Loading is purely local: a model id that is an existing directory makes mistral.rs read every
@@ -6,9 +6,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use mistralrs_core::{
-    CompletionResponse, Constraint, DefaultSchedulerMethod, DeviceMapSetting, Loader, MistralRs,
-    MistralRsBuilder, ModelDType, NormalLoaderBuilder, NormalRequest, NormalSpecificConfig,
-    Request, RequestMessage, Response, SamplingParams, SchedulerConfig, StopTokens, TokenSource,
+    CompletionResponse, Constraint, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
+    GGUFSpecificConfig, Loader, MistralRs, MistralRsBuilder, ModelDType, NormalLoaderBuilder,
+    NormalRequest, NormalSpecificConfig, Request, RequestMessage, Response, SamplingParams,
+    SchedulerConfig, StopTokens, TokenSource,
 };
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -51,34 +52,72 @@ pub struct StockMistralRs {
     vocab_size: usize,
 }
 
+fn local_id(path: &Path) -> Result<String> {
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("cannot resolve model path {}", path.display()))?;
+    path.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("model path {} is not valid UTF-8", path.display()))
+}
+
+/// mistral.rs's loader for a Hugging Face directory, and the vocabulary size.
+fn directory_loader(dir: &Path) -> Result<(Box<dyn Loader>, usize)> {
+    if !dir.join("config.json").is_file() {
+        bail!(
+            "{} is not a model directory: config.json is missing",
+            dir.display()
+        );
+    }
+    let vocab_size = crate::engine::ModelConfig::from_file(&dir.join("config.json"))?.vocab_size;
+    let loader = NormalLoaderBuilder::new(
+        NormalSpecificConfig::default(),
+        None,
+        None,
+        Some(local_id(dir)?),
+        false,
+        None,
+    )
+    .build(None)
+    .context("mistral.rs cannot build a loader for this config.json")?;
+    Ok((loader, vocab_size))
+}
+
+/// mistral.rs's GGUF loader for one local file (tokenizer and template from the file).
+fn gguf_loader(file: &Path) -> Result<(Box<dyn Loader>, usize)> {
+    let ours = crate::engine::gguf::GgufFile::open(file)?;
+    let vocab_size = crate::engine::gguf::config::model_config(&ours)?.vocab_size;
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("GGUF file name {} is not valid UTF-8", file.display()))?;
+    let loader = GGUFLoaderBuilder::new(
+        None,
+        None,
+        local_id(dir)?,
+        vec![name.to_string()],
+        GGUFSpecificConfig::default(),
+        false,
+        None,
+    )
+    .build();
+    Ok((loader, vocab_size))
+}
+
 impl StockMistralRs {
-    /// Load `dir` (config.json, *.safetensors, tokenizer.json) on the CPU in f32.
-    pub fn load(dir: &Path, options: &StockOptions) -> Result<Self> {
-        if !dir.join("config.json").is_file() {
-            bail!(
-                "{} is not a model directory: config.json is missing",
-                dir.display()
-            );
-        }
-        let vocab_size =
-            crate::engine::ModelConfig::from_file(&dir.join("config.json"))?.vocab_size;
-        let dir = dir
-            .canonicalize()
-            .with_context(|| format!("cannot resolve model directory {}", dir.display()))?;
-        let model_id = dir
-            .to_str()
-            .ok_or_else(|| anyhow!("model path {} is not valid UTF-8", dir.display()))?
-            .to_string();
-        let loader: Box<dyn Loader> = NormalLoaderBuilder::new(
-            NormalSpecificConfig::default(),
-            None,
-            None,
-            Some(model_id),
-            false,
-            None,
-        )
-        .build(None)
-        .context("mistral.rs cannot build a loader for this config.json")?;
+    /// Load `path` on the CPU: a directory (config.json, *.safetensors, tokenizer.json) in f32,
+    /// or a `.gguf` file through mistral.rs's GGUF loader (weights in their GGUF types).
+    pub fn load(path: &Path, options: &StockOptions) -> Result<Self> {
+        let (loader, vocab_size) = if crate::engine::gguf::is_gguf_path(path) {
+            gguf_loader(path)?
+        } else {
+            directory_loader(path)?
+        };
+        let dir = path;
         let pipeline = loader
             .load_model_from_hf(
                 None,
