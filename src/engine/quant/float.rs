@@ -1,6 +1,7 @@
-//! The generic path for F32, F16 and BF16 weights: each row is decoded into a per-thread f32
-//! buffer and dotted (FMA) with every activation row while it is hot. These types are rare in
-//! GGUF linears (norms, sometimes an unquantized head), so no integer kernel.
+//! The generic path: each row is decoded into a per-thread f32 buffer and dotted (FMA) with
+//! every activation row while it is hot. Used for F32, F16 and BF16 weights (rare in GGUF
+//! linears: norms, sometimes an unquantized head, so no integer kernel) and, with the reference
+//! decoder, as the scalar level of the f32-activation path for every type.
 
 use super::formats::f16_to_f32;
 use candle_core::quantized::GgmlDType;
@@ -53,8 +54,8 @@ fn dots_portable(x: &[f32], m: usize, row: &[f32], res: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn rows_avx2(
-    dtype: GgmlDType,
+unsafe fn rows_avx2<D: Fn(&[u8], &mut [f32])>(
+    decode: D,
     src: &[u8],
     row_bytes: usize,
     x: &[f32],
@@ -63,15 +64,16 @@ unsafe fn rows_avx2(
     res: &mut [f32],
 ) {
     for (r, raw) in src.chunks_exact(row_bytes).enumerate() {
-        decode_row(dtype, raw, buf);
+        decode(raw, buf);
         dots_portable(x, m, buf, &mut res[r * m..(r + 1) * m]);
     }
 }
 
-/// `res[r·m + j] = row r of src · x[j]`, for the rows in `src`; `simd` picks the AVX2+FMA build.
+/// `res[r·m + j] = row r of src · x[j]`, for the rows in `src` (`decode` turns one row's bytes
+/// into f32); `simd` picks the AVX2+FMA build.
 #[allow(clippy::too_many_arguments)]
-pub fn rows(
-    dtype: GgmlDType,
+pub fn rows<D: Fn(&[u8], &mut [f32])>(
+    decode: D,
     src: &[u8],
     row_bytes: usize,
     x: &[f32],
@@ -84,11 +86,11 @@ pub fn rows(
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: the caller only sets `simd` when AVX2, FMA and F16C were detected.
-        return unsafe { rows_avx2(dtype, src, row_bytes, x, m, &mut buf, res) };
+        return unsafe { rows_avx2(decode, src, row_bytes, x, m, &mut buf, res) };
     }
     let _ = simd;
     for (r, raw) in src.chunks_exact(row_bytes).enumerate() {
-        decode_row(dtype, raw, &mut buf);
+        decode(raw, &mut buf);
         dots_portable(x, m, &buf, &mut res[r * m..(r + 1) * m]);
     }
 }

@@ -337,3 +337,20 @@ pub fn dequantize_row<F: Format>(src: &[u8], out: &mut [f32]) {
         }
     }
 }
+
+/// Decodes one row of any weight dtype to f32 (the reference decoding).
+pub fn decode_row(dtype: GgmlDType, src: &[u8], out: &mut [f32]) {
+    match dtype {
+        GgmlDType::Q4_0 => dequantize_row::<Q4_0>(src, out),
+        GgmlDType::Q4_1 => dequantize_row::<Q4_1>(src, out),
+        GgmlDType::Q5_0 => dequantize_row::<Q5_0>(src, out),
+        GgmlDType::Q5_1 => dequantize_row::<Q5_1>(src, out),
+        GgmlDType::Q8_0 => dequantize_row::<Q8_0>(src, out),
+        GgmlDType::Q2K => dequantize_row::<Q2K>(src, out),
+        GgmlDType::Q3K => dequantize_row::<Q3K>(src, out),
+        GgmlDType::Q4K => dequantize_row::<Q4K>(src, out),
+        GgmlDType::Q5K => dequantize_row::<Q5K>(src, out),
+        GgmlDType::Q6K => dequantize_row::<Q6K>(src, out),
+        dt => super::float::decode_row(dt, src, out),
+    }
+}

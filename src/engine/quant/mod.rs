@@ -1,28 +1,42 @@
 //! Matrix products with GGUF-quantized weights on the CPU, at llama.cpp-like speed.
 //!
-//! `y = x · Wᵀ` with `W` kept in its GGUF blocks. The activations are quantized once per call to
-//! 8-bit blocks of 32 (`act`). Each group of 4 weight rows is then decoded once and dotted with
-//! integers against all activation rows: straight from registers when the call has at most one
-//! tile of activation rows on a 32-weight type (`direct`: decode, m = 1..4), else through a
-//! small canonical scratch reused by every activation tile (`formats`, `kernel`: verification
-//! batches, prefill, K-quants). Output rows are split into a few large chunks over rayon.
+//! `y = x · Wᵀ` with `W` kept in its GGUF blocks. [`QMatrix::matmul_t`] keeps the activations
+//! in f32: exact `x · dequantize(W)ᵀ` up to f32 summation order (`f32path`). Rounding them to
+//! 8-bit blocks moved SmolLM2-135M's hidden state by 0.9% after one block and its logit-lens
+//! gaps by up to 0.08 (real activations have outliers that flatten a block's other 31 values).
+//! - m ≤ 8 (decode, verification): each weight sub-block is decoded to f32 in registers and
+//!   FMA'd with all activation rows of a 4-row tile (`fdot`, `fvec`: AVX-512F, else AVX2+FMA).
+//! - m > 8 (prefill): tiles of 128 weight rows dequantized into a per-chunk f32 scratch, then
+//!   the gemm crate's f32 GEMM (single-threaded inside our rayon chunks).
+//! - F32, F16, BF16 weights, and the scalar level of every type: decode a row, FMA dot (`float`).
 //!
-//! Prefill alternative measured and rejected: an f32 GEMM (candle's `matmul`, gemm crate) on
-//! already-dequantized weights alone costs as much as this whole integer path at m = 128.
+//! Measured on the SmolLM2 shapes (30 Q4_1 layers + Q8_0 head, 2 threads, best of N), f32 vs
+//! int8: m=1 4.2 vs 3.9 ms, m=4 8.3 vs 6.7, m=8 16.8 vs 14.2, m=128 146 vs 156 ms.
 //!
-//! Kernels per type (levels detected at run time; the scalar level is the reference):
-//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: integer kernel with SIMD decoders, plus the `direct` path —
-//!   AVX-512 VNNI (`vpdpbusd` on 256-bit vectors) when available, else AVX2 (`vpmaddubsw`).
-//! - Q4K, Q5K, Q6K: integer kernel with SIMD decoders (scratch path for every m).
-//! - Q2K, Q3K: integer kernel, portable decoders (compiled with AVX2 at the SIMD levels).
-//! - F32, F16, BF16: the generic path (decode a row to f32, FMA dot; `float`).
+//! [`QMatrix::matmul_t_int8`] keeps the integer path (faster decode of the Q8_0 head, less exact):
+//! activations quantized once per call to 8-bit blocks of 32 (`act`); each group of 4 weight
+//! rows decoded once and dotted with integers against all activation rows, from registers for at
+//! most one tile of activation rows on a 32-weight type (`direct`, m = 1..4), else through a
+//! small canonical scratch (`formats`, `kernel`). Output rows are split into a few large chunks
+//! over rayon (both paths).
+//!
+//! Integer kernels per type (levels detected at run time; the scalar level is the reference):
+//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: SIMD decoders plus the `direct` path — AVX-512 VNNI
+//!   (`vpdpbusd` on 256-bit vectors) when available, else AVX2 (`vpmaddubsw`).
+//! - Q4K, Q5K, Q6K: SIMD decoders (scratch path for every m); Q2K, Q3K: portable decoders.
+//! - F32, F16, BF16: the generic path (`float`).
 //! - Q8_1, Q8K: refused by [`QMatrix::new`] (activation formats, never GGUF weights).
 
 mod act;
 #[cfg(target_arch = "x86_64")]
 mod direct;
+mod f32path;
+#[cfg(target_arch = "x86_64")]
+mod fdot;
 mod float;
 mod formats;
+#[cfg(target_arch = "x86_64")]
+mod fvec;
 mod kernel;
 #[cfg(test)]
 mod tests;
@@ -31,7 +45,7 @@ mod unpack_x86;
 
 use anyhow::{bail, ensure, Result};
 use candle_core::quantized::GgmlDType;
-use formats::Format;
+use formats::{decode_row, Format};
 use kernel::Scratch;
 use rayon::prelude::*;
 
@@ -144,19 +158,54 @@ impl QMatrix {
         )
     }
 
-    /// y = x · Wᵀ: `x` is `[m, cols]` row-major f32, result `[m, rows]` row-major f32.
+    /// y = x · Wᵀ: `x` is `[m, cols]` row-major f32, result `[m, rows]` row-major f32, computed
+    /// with f32 activations (exact up to f32 summation order; see the module header).
     /// Parallel over output rows with rayon (the engine calls it from inside its rayon pool of 2 threads).
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_f32(x, m, f32path::FLevel::detect())
+    }
+
+    /// The same product with the activations rounded to 8-bit blocks of 32 (integer dots):
+    /// faster, but off by the activation rounding.
+    pub fn matmul_t_int8(&self, x: &[f32], m: usize) -> Vec<f32> {
         self.matmul_level(x, m, Level::detect())
     }
 
-    fn matmul_level(&self, x: &[f32], m: usize, level: Level) -> Vec<f32> {
+    fn check_x(&self, x: &[f32], m: usize) {
         assert_eq!(
             x.len(),
             m * self.cols,
             "matmul_t: x is not [{m}, {}]",
             self.cols
         );
+    }
+
+    /// Runs `run(r0, r1)` over a few large chunks of output rows (multiples of `TILE_R`).
+    fn for_chunks(&self, m: usize, run: impl Fn(usize, usize) + Sync) {
+        // 4 chunks per thread balances a busy box's uneven threads without per-row task
+        // overhead (1, 2, 4, 8 per thread measured within noise of each other).
+        let threads = rayon::current_num_threads();
+        let chunks = if self.rows * self.cols * m < PARALLEL_FROM || threads == 1 {
+            1
+        } else {
+            (threads * 4).min(self.rows.div_ceil(TILE_R))
+        };
+        let per = self.rows.div_ceil(chunks).div_ceil(TILE_R) * TILE_R;
+        let go = |c: usize| {
+            let (r0, r1) = (c * per, ((c + 1) * per).min(self.rows));
+            if r0 < r1 {
+                run(r0, r1)
+            }
+        };
+        if chunks == 1 {
+            go(0);
+        } else {
+            (0..chunks).into_par_iter().for_each(go);
+        }
+    }
+
+    fn matmul_level(&self, x: &[f32], m: usize, level: Level) -> Vec<f32> {
+        self.check_x(x, m);
         let mut out = vec![0f32; m * self.rows];
         if m == 0 || self.rows == 0 {
             return out;
@@ -171,33 +220,16 @@ impl QMatrix {
                 _ => act::QAct::quantize(x, m, self.cols),
             })
         };
-        // A few large chunks: 4 per thread balances a busy box's uneven threads without per-row
-        // task overhead (1, 2, 4, 8 per thread measured within noise of each other).
-        let threads = rayon::current_num_threads();
-        let chunks = if self.rows * self.cols * m < PARALLEL_FROM || threads == 1 {
-            1
-        } else {
-            (threads * 4).min(self.rows.div_ceil(TILE_R))
-        };
-        let per = self.rows.div_ceil(chunks).div_ceil(TILE_R) * TILE_R;
         let o = Out(out.as_mut_ptr());
-        let run = |c: usize| {
-            let (r0, r1) = (c * per, ((c + 1) * per).min(self.rows));
-            if r0 < r1 {
-                // Capture `o` whole: a closure capturing only the raw-pointer field isn't Sync.
-                #[allow(clippy::redundant_locals)]
-                let o = o;
-                match &act {
-                    Some(a) => self.chunk_quant(level, a, r0, r1, o),
-                    None => self.chunk_float(level, x, m, r0, r1, o),
-                }
+        self.for_chunks(m, |r0, r1| {
+            // Capture `o` whole: a closure capturing only the raw-pointer field isn't Sync.
+            #[allow(clippy::redundant_locals)]
+            let o = o;
+            match &act {
+                Some(a) => self.chunk_quant(level, a, r0, r1, o),
+                None => self.chunk_float(level, x, m, r0, r1, o),
             }
-        };
-        if chunks == 1 {
-            run(0);
-        } else {
-            (0..chunks).into_par_iter().for_each(run);
-        }
+        });
         out
     }
 
@@ -292,8 +324,9 @@ impl QMatrix {
     fn chunk_float(&self, level: Level, x: &[f32], m: usize, r0: usize, r1: usize, o: Out) {
         let rb = self.row_bytes();
         let mut res = vec![0f32; (r1 - r0) * m];
+        let dt = self.dtype;
         float::rows(
-            self.dtype,
+            |src: &[u8], out: &mut [f32]| float::decode_row(dt, src, out),
             &self.data[r0 * rb..r1 * rb],
             rb,
             x,
@@ -319,21 +352,7 @@ impl QMatrix {
             out.len()
         );
         let rb = self.row_bytes();
-        let src = &self.data[row * rb..(row + 1) * rb];
-        use formats::*;
-        match self.dtype {
-            GgmlDType::Q4_0 => dequantize_row::<Q4_0>(src, out),
-            GgmlDType::Q4_1 => dequantize_row::<Q4_1>(src, out),
-            GgmlDType::Q5_0 => dequantize_row::<Q5_0>(src, out),
-            GgmlDType::Q5_1 => dequantize_row::<Q5_1>(src, out),
-            GgmlDType::Q8_0 => dequantize_row::<Q8_0>(src, out),
-            GgmlDType::Q2K => dequantize_row::<Q2K>(src, out),
-            GgmlDType::Q3K => dequantize_row::<Q3K>(src, out),
-            GgmlDType::Q4K => dequantize_row::<Q4K>(src, out),
-            GgmlDType::Q5K => dequantize_row::<Q5K>(src, out),
-            GgmlDType::Q6K => dequantize_row::<Q6K>(src, out),
-            dt => float::decode_row(dt, src, out),
-        }
+        decode_row(self.dtype, &self.data[row * rb..(row + 1) * rb], out);
     }
 
     /// The whole matrix as f32, `[rows, cols]` row-major.

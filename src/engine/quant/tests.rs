@@ -1,5 +1,6 @@
 //! Parity with candle's quantizers/dequantizers, per type and per dispatch level.
 
+use super::f32path::FLevel;
 use super::*;
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
@@ -48,6 +49,58 @@ fn is_float(dt: GgmlDType) -> bool {
     matches!(dt, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
 }
 
+fn f32_levels() -> Vec<FLevel> {
+    let mut v = vec![FLevel::Scalar];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") && has!("f16c") {
+            v.push(FLevel::Avx2);
+            if has!("avx512f") {
+                v.push(FLevel::Avx512);
+            }
+        }
+    }
+    v
+}
+
+/// `x · Wᵀ` against candle's dequantized weights times the f32 activations, at every level
+/// (exact up to f32 summation order: 1e-5 of Σ|w x|), and every SIMD level against scalar.
+#[test]
+fn matmul_t_is_the_f32_product_of_the_dequantized_weights() {
+    for dt in ALL {
+        let cols = if dt.block_size() == 256 { 512 } else { 576 };
+        let rows = 37; // not a multiple of the tile heights: exercises the ragged tail
+        let (w, wf) = quantized(dt, rows, cols, 5);
+        for m in [1usize, 2, 5, 9, 33, 128] {
+            let x = random(m * cols, 13 + m as u64);
+            let scalar = w.matmul_f32(&x, m, FLevel::Scalar);
+            for level in f32_levels() {
+                let got = w.matmul_f32(&x, m, level);
+                for i in 0..m {
+                    let xs = &x[i * cols..(i + 1) * cols];
+                    for r in 0..rows {
+                        let ws = &wf[r * cols..(r + 1) * cols];
+                        let want: f64 = ws.iter().zip(xs).map(|(a, b)| *a as f64 * *b as f64).sum();
+                        let mag: f64 = ws
+                            .iter()
+                            .zip(xs)
+                            .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                            .sum();
+                        let (g, s) = (got[i * rows + r] as f64, scalar[i * rows + r] as f64);
+                        let tol = 1e-5 * mag + 1e-5;
+                        assert!(
+                            (g - want).abs() <= tol && (g - s).abs() <= tol,
+                            "{dt:?} {level:?} m={m} [{i},{r}]: {g} vs {want} (scalar {s}, tol {tol})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(FLevel::detect(), *f32_levels().last().unwrap());
+}
+
 fn levels() -> Vec<Level> {
     let mut v = vec![Level::Scalar];
     #[cfg(target_arch = "x86_64")]
@@ -85,7 +138,7 @@ fn dequantize_matches_candle_for_every_type() {
 /// activation to its block's 8-bit grid errs by at most d/2 (d = block max / 127), so
 /// |error| ≤ Σ_k |w_k| · d_k / 2, plus 1e-4 of Σ|w_k x_k| for f32 accumulation order.
 #[test]
-fn matmul_matches_the_dequantized_product_for_every_type_and_row_count() {
+fn int8_matmul_matches_the_dequantized_product_for_every_type_and_row_count() {
     for dt in ALL {
         let col_set: &[usize] = if dt.block_size() == 256 {
             &[256, 1536]
@@ -97,7 +150,7 @@ fn matmul_matches_the_dequantized_product_for_every_type_and_row_count() {
             let (w, wf) = quantized(dt, rows, cols, cols as u64);
             for m in [1usize, 2, 5, 9, 33, 128] {
                 let x = random(m * cols, 7 + m as u64);
-                let got = w.matmul_t(&x, m);
+                let got = w.matmul_t_int8(&x, m);
                 for i in 0..m {
                     let xs = &x[i * cols..(i + 1) * cols];
                     let d: Vec<f32> = xs
@@ -132,7 +185,7 @@ fn matmul_matches_the_dequantized_product_for_every_type_and_row_count() {
 /// Every SIMD level against the scalar one, and the scalar one against the exact product of the
 /// quantized activations (only f32 summation order differs: 1e-5 of Σ|w x|).
 #[test]
-fn every_level_matches_scalar() {
+fn every_int8_level_matches_scalar() {
     for dt in ALL {
         let cols = if dt.block_size() == 256 { 512 } else { 576 };
         let rows = 41;

@@ -1,0 +1,330 @@
+//! The small-`m` f32-activation kernel (decode m = 1, verification batches up to `SMALL_M`).
+//!
+//! Each weight sub-block of 32 is decoded to f32 in registers as `w = scale · u + off` (the
+//! canonical form of `formats`, one rounding per weight, so `w` is candle's dequantized value up
+//! to 1 ulp) and FMA'd with the f32 activations of every row of the tile. The activations stay
+//! exact; only the f32 summation order differs from `x · dequantize(W)ᵀ`. Blocks come straight
+//! from the GGUF bytes for the 32-weight types (`Direct`, the `unpack_x86` register decoders) or
+//! from the canonical scratch for the K-quants (`Canon`).
+
+use super::formats::QB;
+use super::fvec::{Vf, V256, V512};
+use super::kernel::Scratch;
+use super::unpack_x86::{self as u, Dec};
+use std::arch::x86_64::*;
+use std::marker::PhantomData;
+
+/// Where a tile's canonical sub-blocks come from: `(u, [scale; 2], [off; 2])` of row `r`,
+/// sub-block `b` (index 0/1 = the 16-weight halves).
+pub trait Src {
+    /// Signed i8 `u` and no offsets (Q8_0).
+    const SIGNED: bool;
+    unsafe fn get(&self, r: usize, b: usize) -> (__m256i, [f32; 2], [f32; 2]);
+    /// The same with `u` widened to two 16-lane i32 vectors (AVX-512F).
+    #[inline(always)]
+    unsafe fn get16(&self, r: usize, b: usize) -> ([__m512i; 2], [f32; 2], [f32; 2]) {
+        let (u, s, o) = self.get(r, b);
+        let (lo, hi) = (_mm256_castsi256_si128(u), _mm256_extracti128_si256::<1>(u));
+        let w = if Self::SIGNED {
+            [_mm512_cvtepi8_epi32(lo), _mm512_cvtepi8_epi32(hi)]
+        } else {
+            [_mm512_cvtepu8_epi32(lo), _mm512_cvtepu8_epi32(hi)]
+        };
+        (w, s, o)
+    }
+    #[inline(always)]
+    unsafe fn prefetch(&self, _b: usize) {}
+}
+
+/// AVX-512 decoders of the 32-weight types straight to i32 lanes: widening the packed bytes
+/// first skips the nibble interleave and a lane extract per block (the head's Q8_0 and the
+/// m = 1 layers are bound by this decode work).
+pub trait Dec16: Dec {
+    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32);
+}
+
+#[inline(always)]
+unsafe fn f16(p: *const u8) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+        (p as *const u16).read_unaligned() as i32,
+    )))
+}
+
+/// 16 nibble bytes → (low nibbles, high nibbles) as i32 lanes, plus bit i / 16 + i of `qh`
+/// (when given) as 16.
+#[inline(always)]
+unsafe fn nib16(q: *const u8, qh: Option<*const u8>) -> [__m512i; 2] {
+    let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(q as *const __m128i));
+    let m4 = _mm512_set1_epi32(15);
+    let mut w = [_mm512_and_si512(v, m4), _mm512_srli_epi32::<4>(v)];
+    if let Some(h) = qh {
+        let bits = (h as *const u32).read_unaligned();
+        let b16 = _mm512_set1_epi32(16);
+        w[0] = _mm512_mask_or_epi32(w[0], bits as u16, w[0], b16);
+        w[1] = _mm512_mask_or_epi32(w[1], (bits >> 16) as u16, w[1], b16);
+    }
+    w
+}
+
+impl Dec16 for u::Q4_0 {
+    #[inline(always)]
+    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32) {
+        let d = f16(p);
+        (nib16(p.add(2), None), d, -8.0 * d)
+    }
+}
+impl Dec16 for u::Q4_1 {
+    #[inline(always)]
+    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32) {
+        (nib16(p.add(4), None), f16(p), f16(p.add(2)))
+    }
+}
+impl Dec16 for u::Q5_0 {
+    #[inline(always)]
+    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32) {
+        let d = f16(p);
+        (nib16(p.add(6), Some(p.add(2))), d, -16.0 * d)
+    }
+}
+impl Dec16 for u::Q5_1 {
+    #[inline(always)]
+    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32) {
+        (nib16(p.add(8), Some(p.add(4))), f16(p), f16(p.add(2)))
+    }
+}
+impl Dec16 for u::Q8_0 {
+    #[inline(always)]
+    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32) {
+        let lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2) as *const __m128i));
+        let hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18) as *const __m128i));
+        ([lo, hi], f16(p), 0.0)
+    }
+}
+
+/// Rows of a 32-weight type at `p`, `rb` bytes apart, decoded in registers; `group` rows per
+/// tile (the prefetch distance).
+pub struct Direct<C: Dec16> {
+    pub p: *const u8,
+    pub rb: usize,
+    pub group: usize,
+    pub _c: PhantomData<C>,
+}
+impl<C: Dec16> Src for Direct<C> {
+    const SIGNED: bool = C::SIGNED;
+    #[inline(always)]
+    unsafe fn get(&self, r: usize, b: usize) -> (__m256i, [f32; 2], [f32; 2]) {
+        let (u, s, o) = C::block(self.p.add(r * self.rb + b * C::BYTES));
+        let (s, o) = (_mm256_cvtss_f32(s), _mm_cvtss_f32(o));
+        (u, [s, s], [o, o])
+    }
+    #[inline(always)]
+    unsafe fn get16(&self, r: usize, b: usize) -> ([__m512i; 2], [f32; 2], [f32; 2]) {
+        let (w, s, o) = C::ints(self.p.add(r * self.rb + b * C::BYTES));
+        (w, [s, s], [o, o])
+    }
+    /// The rows are read interleaved, which the hardware prefetcher follows poorly: fetch the
+    /// group two ahead (contiguous bytes) evenly over this group's blocks.
+    #[inline(always)]
+    unsafe fn prefetch(&self, b: usize) {
+        let step = self.group * C::BYTES;
+        let ahead = self.p.wrapping_add(2 * self.group * self.rb + b * step);
+        let mut o = 0;
+        while o < step {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
+            o += 64;
+        }
+    }
+}
+
+/// Rows `r0..` of a decoded canonical scratch.
+pub struct Canon<'a, const S: bool> {
+    pub s: &'a Scratch,
+    pub r0: usize,
+}
+impl<const S: bool> Src for Canon<'_, S> {
+    const SIGNED: bool = S;
+    #[inline(always)]
+    unsafe fn get(&self, r: usize, b: usize) -> (__m256i, [f32; 2], [f32; 2]) {
+        let i = (self.r0 + r) * self.s.nb + b;
+        let u = _mm256_loadu_si256(self.s.u.as_ptr().add(i * QB) as *const __m256i);
+        let (sc, off) = (
+            self.s.sc.as_ptr().add(i * 8),
+            self.s.off.as_ptr().add(i * 2),
+        );
+        (u, [*sc, *sc.add(4)], [*off, *off.add(1)])
+    }
+}
+
+/// Lanes `c·L..` (in half `h`) of one canonical sub-block as f32 weights.
+#[inline(always)]
+unsafe fn weights<V: Vf>(
+    blk: (__m256i, [f32; 2], [f32; 2]),
+    c: usize,
+    h: usize,
+    signed: bool,
+) -> V {
+    let (u, s, o) = blk;
+    let q = V::bytes(u, c, signed);
+    if signed {
+        V::mul(q, V::splat(s[h]))
+    } else {
+        V::fma(q, V::splat(s[h]), V::splat(o[h]))
+    }
+}
+
+/// `res[r·J + j]` = row `r` of `src` · activation row `j` of `x` (`[J, nb·32]`, stride `k`).
+#[inline(always)]
+unsafe fn tile<V: Vf, S: Src, const R: usize, const J: usize>(
+    src: &S,
+    nb: usize,
+    x: *const f32,
+    k: usize,
+    res: &mut [f32],
+) {
+    let mut acc = [[V::zero(); J]; R];
+    for b in 0..nb {
+        src.prefetch(b);
+        // Plain loops, not `array::from_fn`: its closure would not inline under our target features.
+        let mut blk = [([V::zero(); 4], [0f32; 2], [0f32; 2]); R];
+        for (r, v) in blk.iter_mut().enumerate() {
+            *v = V::block(src, r, b);
+        }
+        for c in 0..QB / V::L {
+            let h = c * V::L / 16;
+            let mut w = [V::zero(); R];
+            for r in 0..R {
+                let (q, s, o) = &blk[r];
+                w[r] = if S::SIGNED {
+                    V::mul(q[c], V::splat(s[h]))
+                } else {
+                    V::fma(q[c], V::splat(s[h]), V::splat(o[h]))
+                };
+            }
+            for j in 0..J {
+                let xv = V::load(x.add(j * k + b * QB + c * V::L));
+                for r in 0..R {
+                    acc[r][j] = V::fma(w[r], xv, acc[r][j]);
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for j in 0..J {
+            res[r * J + j] = acc[r][j].hsum();
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($v:ty, $s:ty, $rf:expr, $nr:expr, $nj:expr, $args:tt) => {
+        match ($nr == 1, $nj) {
+            (false, 1) => tile::<$v, $s, $rf, 1> $args,
+            (false, 2) => tile::<$v, $s, $rf, 2> $args,
+            (false, 3) => tile::<$v, $s, $rf, 3> $args,
+            (false, 4) => tile::<$v, $s, $rf, 4> $args,
+            (true, 1) => tile::<$v, $s, 1, 1> $args,
+            (true, 2) => tile::<$v, $s, 1, 2> $args,
+            (true, 3) => tile::<$v, $s, 1, 3> $args,
+            (true, 4) => tile::<$v, $s, 1, 4> $args,
+            _ => unreachable!("f32 tile {}x{}", $nr, $nj),
+        }
+    };
+}
+
+/// Activation rows per tile (`R × J` accumulators plus `R` decoded vectors fit the registers).
+pub const TILE_J: usize = 4;
+
+/// Rows per full tile: 4 × 4 accumulators need AVX-512's 32 registers, AVX2 has 16.
+pub const fn tile_r(wide: bool) -> usize {
+    if wide {
+        4
+    } else {
+        2
+    }
+}
+
+/// One tile of `nr` rows (`tile_r(wide)` or 1) × `nj` (1..=`TILE_J`) activation rows.
+///
+/// # Safety
+/// AVX2+FMA+F16C must be present, and AVX-512F when `wide`; `src` must cover `nr` rows of `nb`
+/// sub-blocks, `x` `nj` rows of `k ≥ nb·32` floats; `res.len() ≥ nr·nj`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn run<S: Src>(
+    wide: bool,
+    src: &S,
+    nr: usize,
+    nb: usize,
+    x: *const f32,
+    k: usize,
+    nj: usize,
+    res: &mut [f32],
+) {
+    if wide {
+        run512(src, nr, nb, x, k, nj, res)
+    } else {
+        run256(src, nr, nb, x, k, nj, res)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run512<S: Src>(
+    s: &S,
+    nr: usize,
+    nb: usize,
+    x: *const f32,
+    k: usize,
+    nj: usize,
+    r: &mut [f32],
+) {
+    dispatch!(V512, S, 4, nr, nj, (s, nb, x, k, r))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run256<S: Src>(
+    s: &S,
+    nr: usize,
+    nb: usize,
+    x: *const f32,
+    k: usize,
+    nj: usize,
+    r: &mut [f32],
+) {
+    dispatch!(V256, S, 2, nr, nj, (s, nb, x, k, r))
+}
+
+/// The first `n` rows of a canonical scratch as f32 weights, `[n, nb·32]` at `out` (the
+/// prefill path's tile decode).
+#[inline(always)]
+unsafe fn canon_f32<V: Vf>(s: &Scratch, n: usize, signed: bool, out: *mut f32) {
+    let src = Canon::<false> { s, r0: 0 };
+    for i in 0..n * s.nb {
+        let blk = src.get(0, i);
+        for c in 0..QB / V::L {
+            weights::<V>(blk, c, c * V::L / 16, signed).store(out.add(i * QB + c * V::L));
+        }
+    }
+}
+
+/// [`canon_f32`] at the detected width.
+///
+/// # Safety
+/// As [`run`]; `s` must hold `n` decoded rows and `out` room for `n · nb · 32` floats.
+pub unsafe fn dequantize(wide: bool, s: &Scratch, n: usize, signed: bool, out: *mut f32) {
+    if wide {
+        canon512(s, n, signed, out)
+    } else {
+        canon256(s, n, signed, out)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn canon512(s: &Scratch, n: usize, signed: bool, out: *mut f32) {
+    canon_f32::<V512>(s, n, signed, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn canon256(s: &Scratch, n: usize, signed: bool, out: *mut f32) {
+    canon_f32::<V256>(s, n, signed, out)
+}
