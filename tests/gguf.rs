@@ -34,7 +34,9 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Quantized activations move probabilities a little; near-ties may swap.
+/// The bar for a quantized file against transformers' run of its dequantized weights:
+/// top-1 where the reference's margin is ≥ 0.05, top-1 probability and gap within 0.03. Our
+/// quantized matmuls keep activations in f32, so SmolLM2 is held to a tenth of that.
 const QUANTIZED: Tolerance = Tolerance {
     hidden: None,
     probs: 0.03,
@@ -69,7 +71,11 @@ fn smollm2_q4_1_matches_transformers() {
         .unwrap()
         .contains("<|im_start|>"));
     let reference = Reference::read(&smollm2_dir().join("reference.json"));
-    check_engine("smollm2 q4_1", &engine, &reference, QUANTIZED);
+    let tol = Tolerance {
+        probs: 0.003,
+        ..QUANTIZED
+    };
+    check_engine("smollm2 q4_1", &engine, &reference, tol);
 }
 
 #[test]
@@ -113,7 +119,7 @@ fn f32_gguf_of_random_models_matches_transformers_exactly() {
 }
 
 /// Last-token logits of every reference prompt, the quantized path and the same file
-/// dequantized to f32: the difference is the activations' 8-bit rounding alone.
+/// dequantized to f32: both multiply the same weights, so only summation order differs.
 fn quantized_vs_dequantized(path: &Path, prompts: &[Vec<u32>]) -> f32 {
     let quantized = Engine::load(path, &LoadOptions::default()).unwrap();
     let dense = Engine::load(path, &dense_f32()).unwrap();
@@ -168,28 +174,23 @@ fn every_block_type_runs_like_its_dequantized_weights() {
 
 #[test]
 fn q8_0_gguf_follows_transformers() {
+    // Rounding the weights of these random models (weights ~ N(0, 0.2)) to 8 bits moves
+    // probabilities by several points, so this checks where transformers' answer is clear:
+    // lens and final top-1 where the margin is ≥ 0.1, and the first greedy token. The exact
+    // checks are the f32 files above and each type against its own dequantized weights.
     for name in ["random-llama", "random-qwen2"] {
         let path = written(name, GgmlDType::Q8_0);
         let engine = Engine::load(&path, &LoadOptions::default()).unwrap();
-        let reference = Reference::read(&reference_model(name).join("reference.json"));
+        let mut reference = Reference::read(&reference_model(name).join("reference.json"));
+        for case in &mut reference.cases {
+            case.greedy_continuation.truncate(1);
+        }
         let tol = Tolerance {
+            probs: 0.1,
             top1_margin: Some(0.1),
             ..QUANTIZED
         };
-        for (c, case) in reference.cases.iter().enumerate() {
-            assert_eq!(
-                engine.encode(&case.prompt).unwrap(),
-                case.input_ids,
-                "{name} {c}"
-            );
-        }
-        // Greedy continuations of random models drift once weights are rounded: compare the
-        // per-layer lens and the first token only.
-        let mut lens_only = Reference::read(&reference_model(name).join("reference.json"));
-        for case in &mut lens_only.cases {
-            case.greedy_continuation.truncate(1);
-        }
-        check_engine(&format!("{name} q8_0 gguf"), &engine, &lens_only, tol);
+        check_engine(&format!("{name} q8_0 gguf"), &engine, &reference, tol);
     }
 }
 
@@ -283,7 +284,7 @@ fn llama_cpp_converted_files_load_and_match() {
     for t in ["q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k_m", "q6_k"] {
         let path = dir.join(format!("random-llama-{t}.gguf"));
         let worst = quantized_vs_dequantized(&path, &prompts);
-        assert!(worst < 0.03, "{t}: logits differ by {worst} of their scale");
+        assert!(worst < 1e-4, "{t}: logits differ by {worst} of their scale");
     }
 }
 
@@ -322,15 +323,7 @@ fn cli_inspects_generates_and_chats_on_a_gguf_file() {
     // Two turns on standard input, then end of input.
     use std::io::Write;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_adainfer"))
-        .args([
-            "chat",
-            "--model",
-            model,
-            "--max-tokens",
-            "16",
-            "--system",
-            "Answer briefly.",
-        ])
+        .args(["chat", "--model", model, "--max-tokens", "24"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -340,7 +333,7 @@ fn cli_inspects_generates_and_chats_on_a_gguf_file() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"What is the capital of France?\nAnd of Italy?\n")
+        .write_all(b"What is the capital of France?\nAnd what is the capital of Italy?\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = (

@@ -242,15 +242,7 @@ impl LmHead {
             None => self.weight.clone(),
             Some(ids) => {
                 check_vocabulary("probe token", ids, self.weight.rows()?)?;
-                match &self.weight {
-                    Matrix::Dense(w) => {
-                        Matrix::Dense(w.index_select(&Tensor::new(ids, w.device())?, 0)?)
-                    }
-                    Matrix::Quantized(q) => {
-                        let rows: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
-                        Matrix::Quantized(std::sync::Arc::new(q.select_rows(&rows)?))
-                    }
-                }
+                self.weight.select_rows(ids)?
             }
         };
         Ok(matrix_matmul_t(&normed, &weight)?
@@ -381,6 +373,7 @@ impl DecoderModel {
                 Tensor::from_vec(values, (tokens.len(), width), &self.device)?
                     .to_dtype(self.dtype)?
             }
+            Matrix::Stacked(_) => bail!("the embedding table cannot be a stacked matrix"),
         };
         Ok(rows.unsqueeze(0)?)
     }

@@ -5,7 +5,7 @@
 //! or a quantized block matrix, which the linear layers multiply without dequantizing.
 
 use super::quant::QMatrix;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::sync::Arc;
@@ -15,6 +15,9 @@ use std::sync::Arc;
 pub enum Matrix {
     Dense(Tensor),
     Quantized(Arc<QMatrix>),
+    /// Row blocks of different quantized types, multiplied one by one (llama-quantize gives
+    /// `attn_v` another type than `attn_q`, so a fused q|k|v cannot be one block matrix).
+    Stacked(Vec<Matrix>),
 }
 
 impl Matrix {
@@ -22,6 +25,7 @@ impl Matrix {
         Ok(match self {
             Self::Dense(t) => t.dim(0)?,
             Self::Quantized(q) => q.rows(),
+            Self::Stacked(parts) => parts.iter().map(Matrix::rows).sum::<Result<usize>>()?,
         })
     }
 
@@ -31,7 +35,7 @@ impl Matrix {
             .iter()
             .map(|p| match p {
                 Self::Dense(t) => Some(t),
-                Self::Quantized(_) => None,
+                _ => None,
             })
             .collect::<Option<Vec<_>>>()
         {
@@ -41,11 +45,27 @@ impl Matrix {
             .iter()
             .map(|p| match p {
                 Self::Quantized(q) => Some(q.as_ref()),
-                Self::Dense(_) => None,
+                _ => None,
             })
-            .collect::<Option<Vec<_>>>()
-            .context("cannot fuse dense and quantized matrices into one")?;
-        Ok(Self::Quantized(Arc::new(QMatrix::concat_rows(&quantized)?)))
+            .collect::<Option<Vec<_>>>();
+        match quantized {
+            Some(q) if q.iter().all(|m| m.dtype() == q[0].dtype()) => {
+                Ok(Self::Quantized(Arc::new(QMatrix::concat_rows(&q)?)))
+            }
+            _ => Ok(Self::Stacked(parts.iter().map(|&p| p.clone()).collect())),
+        }
+    }
+
+    /// Rows `rows` (in that order) as a new matrix: a label-restricted LM head.
+    pub fn select_rows(&self, rows: &[u32]) -> Result<Matrix> {
+        Ok(match self {
+            Self::Dense(w) => Self::Dense(w.index_select(&Tensor::new(rows, w.device())?, 0)?),
+            Self::Quantized(q) => {
+                let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+                Self::Quantized(Arc::new(q.select_rows(&rows)?))
+            }
+            Self::Stacked(_) => bail!("cannot select rows of a stacked matrix"),
+        })
     }
 
     /// Rows `start..start + len`: a view of a dense matrix, a copy of a quantized one.
@@ -55,6 +75,21 @@ impl Matrix {
             Self::Quantized(q) => {
                 let order: Vec<usize> = (start..start + len).collect();
                 Self::Quantized(Arc::new(q.select_rows(&order)?))
+            }
+            Self::Stacked(parts) => {
+                // Only whole parts (the k|v of a q|k|v), which is all the decoder asks for.
+                let mut at = 0;
+                let mut kept = Vec::new();
+                for p in parts {
+                    let rows = p.rows()?;
+                    if at >= start && at + rows <= start + len {
+                        kept.push(p.clone());
+                    } else if at < start + len && at + rows > start {
+                        bail!("rows {start}..{} cut a stacked part", start + len);
+                    }
+                    at += rows;
+                }
+                Self::Stacked(kept)
             }
         })
     }

@@ -128,9 +128,15 @@ pub fn check_engine(name: &str, engine: &Engine, reference: &Reference, tol: Tol
             .iter()
             .map(|t| t.0)
             .collect();
+        // The last lens layer is the final output, so its reference margin says whether the
+        // final top-1 is clear enough to compare.
+        let last = case.layers.last().unwrap();
+        let clear = tol
+            .top1_margin
+            .is_none_or(|m| last.top_probs[0] - last.top_probs[1] >= m);
         if tol.final_top10 {
             assert_eq!(top10, case.final_top_ids, "{name} case {c}: final top-10");
-        } else {
+        } else if clear {
             assert_eq!(
                 top10[0], case.final_top_ids[0],
                 "{name} case {c}: final top-1"
@@ -148,6 +154,9 @@ pub fn check_engine(name: &str, engine: &Engine, reference: &Reference, tol: Tol
             stop_tokens: vec![], // the reference does not stop at eos
         };
         let g = generate_dense(&engine.model, &ids, &params, |_| Ok(())).unwrap();
+        if !clear {
+            continue;
+        }
         assert_eq!(
             g.tokens, case.greedy_continuation,
             "{name} case {c}: greedy continuation"

@@ -75,6 +75,13 @@ pub(super) fn matrix_matmul_t(x: &Tensor, weight: &Matrix) -> candle_core::Resul
     match weight {
         Matrix::Dense(w) => matmul_t(x, w),
         Matrix::Quantized(q) => quantized_matmul_t(x, q),
+        Matrix::Stacked(parts) => {
+            let outs = parts
+                .iter()
+                .map(|p| matrix_matmul_t(x, p))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::cat(&outs, x.rank() - 1)
+        }
     }
 }
 
