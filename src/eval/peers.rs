@@ -2,9 +2,8 @@
 //! file (built by `../shared/tools/build-llama-cpp.sh`), and the process's peak memory.
 //!
 //! llama-bench times prefill (`pp`: a prompt of N tokens into an empty context) and decode
-//! (`tg`: N tokens generated one by one from an empty context) as separate tests; our decode
-//! follows the prompt, so it attends over a longer context and the comparison slightly
-//! favours llama.cpp.
+//! (`tg`: N tokens generated one by one) as separate tests. Our decode follows the prompt, so
+//! llama.cpp's decode is taken at the same depth (`-d 0,P`: its `tg` after P tokens of context).
 
 use super::bench::{BenchSpec, Throughput};
 use anyhow::{bail, Context, Result};
@@ -17,6 +16,9 @@ use std::process::Command;
 struct LlamaBenchRow {
     n_prompt: usize,
     n_gen: usize,
+    /// Tokens already in the context when the test starts.
+    #[serde(default)]
+    n_depth: usize,
     /// Tokens per second, mean over llama-bench's repetitions.
     avg_ts: f64,
 }
@@ -35,6 +37,7 @@ pub fn llama_bench(
         .args(["-t", &threads.to_string()])
         .args(["-p", &spec.prompt_tokens.to_string()])
         .args(["-n", &spec.decode_tokens.to_string()])
+        .args(["-d", &format!("0,{}", spec.prompt_tokens)])
         .args(["-r", &spec.repeats.to_string()])
         .args(["-o", "json"])
         .output()
@@ -52,16 +55,16 @@ pub fn llama_bench(
 fn parse_llama_bench(json: &str, spec: &BenchSpec) -> Result<Throughput> {
     let rows: Vec<LlamaBenchRow> =
         serde_json::from_str(json).context("llama-bench printed no JSON list of results")?;
-    let find = |prompt: usize, gen: usize| {
+    let find = |prompt: usize, gen: usize, depth: usize| {
         rows.iter()
-            .find(|r| r.n_prompt == prompt && r.n_gen == gen)
+            .find(|r| r.n_prompt == prompt && r.n_gen == gen && r.n_depth == depth)
             .map(|r| r.avg_ts)
             .with_context(|| {
-                format!("llama-bench printed no test with n_prompt {prompt}, n_gen {gen}")
+                format!("llama-bench printed no test with n_prompt {prompt}, n_gen {gen}, n_depth {depth}")
             })
     };
-    let prefill = find(spec.prompt_tokens, 0)?;
-    let decode = find(0, spec.decode_tokens)?;
+    let prefill = find(spec.prompt_tokens, 0, 0)?;
+    let decode = find(0, spec.decode_tokens, spec.prompt_tokens)?;
     Ok(Throughput {
         engine: "llama.cpp".into(),
         prefill_seconds: spec.prompt_tokens as f64 / prefill,
@@ -90,8 +93,9 @@ mod tests {
             decode_tokens: 32,
             repeats: 5,
         };
-        let json = r#"[{"model_type": "llama ?B Q4_1", "n_prompt": 128, "n_gen": 0, "avg_ts": 280.5, "stddev_ts": 3.1},
-                       {"model_type": "llama ?B Q4_1", "n_prompt": 0, "n_gen": 32, "avg_ts": 130.25, "stddev_ts": 1.0}]"#;
+        let json = r#"[{"model_type": "llama ?B Q4_1", "n_prompt": 128, "n_gen": 0, "n_depth": 0, "avg_ts": 280.5, "stddev_ts": 3.1},
+                       {"model_type": "llama ?B Q4_1", "n_prompt": 0, "n_gen": 32, "n_depth": 0, "avg_ts": 150.0, "stddev_ts": 1.0},
+                       {"model_type": "llama ?B Q4_1", "n_prompt": 0, "n_gen": 32, "n_depth": 128, "avg_ts": 130.25, "stddev_ts": 1.0}]"#;
         let t = parse_llama_bench(json, &spec).unwrap();
         assert_eq!(t.prefill_tokens_per_second, 280.5);
         assert_eq!(t.decode_tokens_per_second, 130.25);
