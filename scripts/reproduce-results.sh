@@ -20,6 +20,15 @@ run() { # name, then the adainfer arguments
   "$bin" "$@" 2>&1 | tee -a "$out/$name.txt"
 }
 
+# The quick start's main job on the real model (#11 item 7).
+G=$(scripts/fetch-smollm2.sh)
+run quickstart-smollm2-sst2-5shot eval --config plugin-configs/smollm2-135m-instruct-gap_threshold.toml \
+  --model "$G" --task sst2 --shots 5 --label-scoring --limit 100
+# GGUF speed against llama.cpp (its llama-bench, built by ../shared/tools) and mistral.rs (#11 item 5).
+LB="$(../shared/tools/build-llama-cpp.sh | tail -1)/llama-bench"
+run bench-smollm2-gguf-llama-cpp bench --model "$G" --llama-bench "$LB" --no-mistralrs
+run bench-smollm2-gguf-mistralrs bench --model "$G"
+
 # Engine throughput vs stock mistral.rs (#2 item 7).
 run bench-smollm2-shape bench --synthetic smollm2-135m --batch 8
 run bench-task-model bench --model models/tiny-llama-sst2-agnews
