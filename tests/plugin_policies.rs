@@ -230,7 +230,13 @@ fn every_shipped_config_runs_on_its_model() {
     seen.sort();
     assert_eq!(
         seen,
-        ["gap_threshold", "gap_threshold", "logistic", "svm", "unified_skip"]
+        [
+            "gap_threshold",
+            "gap_threshold",
+            "logistic",
+            "svm",
+            "unified_skip"
+        ]
     );
 }
 

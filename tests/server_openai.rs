@@ -335,3 +335,26 @@ async fn stop_strings_end_the_answer_whole_or_streamed() {
     }
     server.stop().await.unwrap();
 }
+
+/// The shipped GGUF engine config: the model's own chat template (from the file) formats a chat
+/// request, and the answer is the model's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_a_gguf_file_with_its_chat_template() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("engine-configs/smollm2-135m-instruct.toml");
+    let config = adainfer::serve::EngineConfig::load(&path).unwrap();
+    let server = start(&config).await;
+    let body = json!({
+        "model": "smollm2-135m-instruct",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 16,
+    });
+    let (status, reply) = post(&client(), &server, "/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{reply}");
+    let text = reply["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(text, "The capital of France is Paris.");
+    assert_eq!(
+        reply["usage"]["prompt_tokens"], 37,
+        "SmolLM2's template adds its system prompt"
+    );
+}
