@@ -120,7 +120,9 @@ fn f32_gguf_of_random_models_matches_transformers_exactly() {
 
 /// Last-token logits of every reference prompt, the quantized path and the same file
 /// dequantized to f32: both multiply the same weights, so only summation order differs.
-fn quantized_vs_dequantized(path: &Path, prompts: &[Vec<u32>]) -> f32 {
+fn assert_runs_like_dequantized(path: &Path, what: &str) {
+    let reference = Reference::read(&reference_model("random-llama").join("reference.json"));
+    let prompts = reference.cases.iter().map(|c| &c.input_ids);
     let quantized = Engine::load(path, &LoadOptions::default()).unwrap();
     let dense = Engine::load(path, &dense_f32()).unwrap();
     let mut worst = 0f32;
@@ -141,17 +143,14 @@ fn quantized_vs_dequantized(path: &Path, prompts: &[Vec<u32>]) -> f32 {
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         worst = worst.max(diff / scale);
     }
-    worst
+    assert!(
+        worst < 1e-4,
+        "{what}: logits differ by {worst} of their scale"
+    );
 }
 
 #[test]
 fn every_block_type_runs_like_its_dequantized_weights() {
-    let reference = Reference::read(&reference_model("random-llama").join("reference.json"));
-    let prompts: Vec<Vec<u32>> = reference
-        .cases
-        .iter()
-        .map(|c| c.input_ids.clone())
-        .collect();
     for t in [
         GgmlDType::Q8_0,
         GgmlDType::Q4_0,
@@ -162,13 +161,7 @@ fn every_block_type_runs_like_its_dequantized_weights() {
         GgmlDType::Q6K,
         GgmlDType::F16,
     ] {
-        let path = written("random-llama", t);
-        let worst = quantized_vs_dequantized(&path, &prompts);
-        // 8-bit activations: ~0.4% per product, compounding over 6 blocks.
-        assert!(
-            worst < 0.03,
-            "{t:?}: logits differ by {worst} of their scale"
-        );
+        assert_runs_like_dequantized(&written("random-llama", t), &format!("{t:?}"));
     }
 }
 
@@ -275,16 +268,8 @@ fn llama_cpp_converted_files_load_and_match() {
             Tolerance::EXACT,
         );
     }
-    let reference = Reference::read(&reference_model("random-llama").join("reference.json"));
-    let prompts: Vec<Vec<u32>> = reference
-        .cases
-        .iter()
-        .map(|c| c.input_ids.clone())
-        .collect();
     for t in ["q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k_m", "q6_k"] {
-        let path = dir.join(format!("random-llama-{t}.gguf"));
-        let worst = quantized_vs_dequantized(&path, &prompts);
-        assert!(worst < 1e-4, "{t}: logits differ by {worst} of their scale");
+        assert_runs_like_dequantized(&dir.join(format!("random-llama-{t}.gguf")), t);
     }
 }
 
