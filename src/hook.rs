@@ -6,9 +6,9 @@
 //! engine skips every remaining block and returns the logits of the exited hidden state.
 //!
 //! A hook can ask the view for a [`Probe`]: final norm + lm_head on the last token only. The
-//! view computes a probe once per layer and scope, however many hooks ask.
+//! view computes a probe once per layer and scope, however many hooks ask. The door depends on
+//! nothing behind it: the engine hands the view a [`ProbeSource`], which its LM head implements.
 
-use crate::engine::LmHead;
 use anyhow::Result;
 use candle_core::{IndexOp, Tensor};
 use std::collections::BTreeSet;
@@ -66,6 +66,12 @@ impl SkipPlan {
         self.skip.extend(other.skip);
         self
     }
+}
+
+/// What a probe needs from the model: its final norm + LM head on the last token of a hidden
+/// state (`[1, seq, hidden]`), over all ids or only `ids`.
+pub trait ProbeSource {
+    fn last_token_logits(&self, hidden: &Tensor, ids: Option<&[u32]>) -> Result<Vec<f32>>;
 }
 
 /// A plugin that watches (and may stop) forward passes.
@@ -145,7 +151,7 @@ pub struct LayerView<'a> {
     pub mlp_out: &'a Tensor,
     /// Residual stream leaving the block (`input + attn_out + mlp_out`).
     pub hidden: &'a Tensor,
-    head: &'a LmHead,
+    head: &'a dyn ProbeSource,
     full: Option<Probe>,
     subset: Option<Probe>,
 }
@@ -158,7 +164,7 @@ impl<'a> LayerView<'a> {
         attn_out: &'a Tensor,
         mlp_out: &'a Tensor,
         hidden: &'a Tensor,
-        head: &'a LmHead,
+        head: &'a dyn ProbeSource,
     ) -> Self {
         Self {
             index,

@@ -59,7 +59,11 @@ fn smollm2_q4_1_matches_transformers() {
         (30, 576, 9, 3)
     );
     assert_eq!(
-        (c.vocab_size, c.rope_theta, c.max_position_embeddings),
+        (
+            c.vocab_size,
+            c.rope.as_ref().unwrap().theta,
+            c.max_position_embeddings
+        ),
         (49152, 100000.0, 8192)
     );
     assert!(c.tie_word_embeddings);

@@ -33,3 +33,18 @@ fn random_mistral_matches_transformers() {
 fn random_qwen2_matches_transformers() {
     check_model(&common::reference_models()[3]);
 }
+
+#[test]
+fn random_gemma3_matches_transformers() {
+    check_model(&common::reference_models()[4]);
+}
+
+#[test]
+fn random_opt_matches_transformers() {
+    check_model(&common::reference_models()[5]);
+}
+
+#[test]
+fn random_gptj_matches_transformers() {
+    check_model(&common::reference_models()[6]);
+}

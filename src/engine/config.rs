@@ -1,41 +1,15 @@
-//! `config.json` of a Hugging Face decoder: the subset of keys Llama / Mistral / Qwen2 need.
+//! What a model is, whatever its family or file: the hyper-parameters every decoder block,
+//! embedding and head is built from (llama.cpp's `hparams`, one flat struct).
 //!
-//! HF configs carry many keys we do not use, so unknown keys are allowed here (unlike our own
-//! TOML configs). Everything we do read is validated once, in [`ModelConfig::from_file`].
+//! Each family (`arch/`) reads its own `config.json` keys or GGUF metadata into this struct;
+//! [`ModelConfig::from_json`] finds the family by `model_type`. HF configs carry many keys we
+//! do not use, so unknown keys are allowed there (unlike our own TOML configs). The shared
+//! checks run once, in [`ModelConfig::validate`].
 
+use super::arch::{self, Family};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::Path;
-
-/// The architectures the engine implements. They share one decoder; the differences are flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Architecture {
-    Llama,
-    Mistral,
-    Qwen2,
-}
-
-impl Architecture {
-    fn parse(model_type: &str) -> Result<Self> {
-        Ok(match model_type {
-            "llama" => Self::Llama,
-            "mistral" => Self::Mistral,
-            "qwen2" => Self::Qwen2,
-            other => bail!(
-                "unsupported model_type {other:?} in config.json (supported: llama, mistral, qwen2)"
-            ),
-        })
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Llama => "llama",
-            Self::Mistral => "mistral",
-            Self::Qwen2 => "qwen2",
-        }
-    }
-}
 
 /// How rotary frequencies are rescaled for long context.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,9 +28,55 @@ pub enum RopeScaling {
     },
 }
 
+/// One rotary embedding: its base, scaling and which features of a head it turns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeConfig {
+    pub theta: f64,
+    pub scaling: RopeScaling,
+    /// Rotated features at the start of each head (the whole head but for GPT-J).
+    pub dim: usize,
+    /// GPT-J rotates adjacent pairs `(2i, 2i + 1)`; everyone else the halves `(i, i + dim/2)`.
+    pub interleaved: bool,
+}
+
+/// Which attention a block runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerType {
+    /// Every earlier position.
+    Full,
+    /// Only the last `sliding_window` positions (Mistral, Gemma 3's local layers).
+    Sliding,
+}
+
+/// The MLP's non-linearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    /// GELU with the tanh approximation (HF `gelu_pytorch_tanh`, `gelu_new`).
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    /// The HF `hidden_act` / `activation_function` name.
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "silu" | "swish" => Self::Silu,
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Self::GeluTanh,
+            "relu" => Self::Relu,
+            other => bail!(
+                "unsupported activation {other:?} (supported: silu, gelu_pytorch_tanh, gelu_new, relu)"
+            ),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
-    pub architecture: Architecture,
+    /// The family that builds this model (`arch::FAMILIES`).
+    pub family: &'static dyn Family,
+    /// HF `model_type` as written (`mistral` and `qwen2` are built by the llama family).
+    pub model_type: String,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
@@ -64,15 +84,25 @@ pub struct ModelConfig {
     pub num_key_value_heads: usize,
     pub head_dim: usize,
     pub vocab_size: usize,
-    pub rms_norm_eps: f64,
-    pub rope_theta: f64,
-    pub rope_scaling: RopeScaling,
+    /// Epsilon of every norm (RMSNorm or LayerNorm, as the family has).
+    pub norm_eps: f64,
+    pub activation: Activation,
+    /// The rotary embedding of full-attention blocks; `None`: the family has learned positions.
+    pub rope: Option<RopeConfig>,
+    /// Sliding blocks' rotary embedding where it differs (Gemma 3's local θ 10⁴).
+    pub local_rope: Option<RopeConfig>,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
-    /// q/k/v projections carry a bias (Qwen2, or Llama with `attention_bias`).
+    /// q/k/v projections carry a bias (Qwen2, OPT, or Llama with `attention_bias`).
     pub qkv_bias: bool,
-    /// Mistral's sliding window; `None` means full causal attention.
+    /// Window of [`LayerType::Sliding`] blocks.
     pub sliding_window: Option<usize>,
+    /// One entry per block.
+    pub layer_types: Vec<LayerType>,
+    /// Factor on q·k before the softmax (1/√head_dim, or Gemma's `query_pre_attn_scalar`^-½).
+    pub attention_scale: f64,
+    /// MLP with a gate (three matrices) rather than two; for FLOPs counts.
+    pub gated_mlp: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
 }
@@ -94,7 +124,8 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A `rope_scaling` / `rope_parameters` object as HF writes it.
+#[derive(Debug, Default, Clone, Deserialize)]
 pub(crate) struct RawRope {
     #[serde(alias = "type")]
     pub(crate) rope_type: Option<String>,
@@ -105,31 +136,41 @@ pub(crate) struct RawRope {
     pub(crate) original_max_position_embeddings: Option<f64>,
 }
 
-/// `config.json` as written; GGUF metadata is mapped onto the same fields so both formats
-/// share one validation.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct RawConfig {
-    pub(crate) model_type: Option<String>,
-    pub(crate) hidden_size: usize,
-    pub(crate) intermediate_size: usize,
-    pub(crate) num_hidden_layers: usize,
-    pub(crate) num_attention_heads: usize,
-    pub(crate) num_key_value_heads: Option<usize>,
-    pub(crate) head_dim: Option<usize>,
-    pub(crate) vocab_size: usize,
-    pub(crate) rms_norm_eps: Option<f64>,
-    pub(crate) rope_theta: Option<f64>,
-    pub(crate) rope_scaling: Option<RawRope>,
-    /// Newer transformers nest theta and scaling here.
-    pub(crate) rope_parameters: Option<RawRope>,
-    pub(crate) max_position_embeddings: Option<usize>,
-    pub(crate) tie_word_embeddings: Option<bool>,
-    pub(crate) attention_bias: Option<bool>,
-    pub(crate) sliding_window: Option<usize>,
-    pub(crate) use_sliding_window: Option<bool>,
-    pub(crate) hidden_act: Option<String>,
-    pub(crate) bos_token_id: Option<u32>,
-    pub(crate) eos_token_id: Option<OneOrMany>,
+impl RawRope {
+    pub(crate) fn scaling(&self) -> Result<RopeScaling> {
+        let kind = self.rope_type.as_deref().unwrap_or("default");
+        let need = |name: &str, v: Option<f64>| {
+            v.with_context(|| format!("rope scaling type {kind:?} needs field `{name}`"))
+        };
+        Ok(match kind {
+            "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear {
+                factor: need("factor", self.factor)?,
+            },
+            "llama3" => RopeScaling::Llama3 {
+                factor: need("factor", self.factor)?,
+                low_freq_factor: need("low_freq_factor", self.low_freq_factor)?,
+                high_freq_factor: need("high_freq_factor", self.high_freq_factor)?,
+                original_max_position_embeddings: need(
+                    "original_max_position_embeddings",
+                    self.original_max_position_embeddings,
+                )?,
+            },
+            other => {
+                bail!(
+                    "unsupported rope scaling type {other:?} (supported: default, linear, llama3)"
+                )
+            }
+        })
+    }
+}
+
+/// `field` must be positive.
+pub(crate) fn positive(field: &str, v: usize) -> Result<usize> {
+    if v == 0 {
+        bail!("field `{field}` must be positive");
+    }
+    Ok(v)
 }
 
 impl ModelConfig {
@@ -140,78 +181,66 @@ impl ModelConfig {
     }
 
     pub fn from_json(text: &str) -> Result<Self> {
-        Self::from_raw(serde_json::from_str(text)?)
+        let json: serde_json::Value = serde_json::from_str(text)?;
+        let model_type = json
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .context("missing field `model_type`")?;
+        let family = arch::for_model_type(model_type)?;
+        family.hf_config(&json)?.validate()
     }
 
-    pub(crate) fn from_raw(raw: RawConfig) -> Result<Self> {
-        let model_type = raw
-            .model_type
-            .as_deref()
-            .context("missing field `model_type`")?;
-        let architecture = Architecture::parse(model_type)?;
-        if let Some(act) = raw.hidden_act.as_deref() {
-            if act != "silu" {
-                bail!("unsupported hidden_act {act:?} (only silu)");
-            }
+    /// The checks every family's config must pass (head counts, rotary widths, windows).
+    pub(crate) fn validate(self) -> Result<Self> {
+        for (name, v) in [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            positive(name, v)?;
         }
-        let positive = |name: &str, v: usize| -> Result<usize> {
-            if v == 0 {
-                bail!("field `{name}` must be positive");
-            }
-            Ok(v)
-        };
-        let heads = positive("num_attention_heads", raw.num_attention_heads)?;
-        let kv_heads = positive(
-            "num_key_value_heads",
-            raw.num_key_value_heads.unwrap_or(heads),
-        )?;
+        let (heads, kv_heads) = (self.num_attention_heads, self.num_key_value_heads);
         if heads % kv_heads != 0 {
             bail!("num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv_heads})");
         }
-        let hidden = positive("hidden_size", raw.hidden_size)?;
-        let head_dim = match raw.head_dim {
-            Some(d) => positive("head_dim", d)?,
-            None if hidden % heads == 0 => hidden / heads,
-            None => bail!("hidden_size ({hidden}) is not divisible by num_attention_heads ({heads}) and no head_dim is given"),
-        };
-        if head_dim % 2 != 0 {
-            bail!("head_dim ({head_dim}) must be even for rotary embeddings");
+        for rope in self.rope.iter().chain(&self.local_rope) {
+            if rope.dim == 0 || rope.dim % 2 != 0 || rope.dim > self.head_dim {
+                bail!(
+                    "rotary dimension {} must be even and at most head_dim ({})",
+                    rope.dim,
+                    self.head_dim
+                );
+            }
         }
-        let rope = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
-        let rope_theta = raw
-            .rope_parameters
-            .as_ref()
-            .and_then(|r| r.rope_theta)
-            .or(raw.rope_theta)
-            .unwrap_or(10_000.0);
-        let rope_scaling = parse_rope_scaling(rope)?;
-        let sliding_window = match architecture {
-            Architecture::Mistral => raw.sliding_window,
-            Architecture::Qwen2 if raw.use_sliding_window == Some(true) => raw.sliding_window,
-            _ => None,
-        };
-        Ok(Self {
-            architecture,
-            hidden_size: hidden,
-            intermediate_size: positive("intermediate_size", raw.intermediate_size)?,
-            num_hidden_layers: positive("num_hidden_layers", raw.num_hidden_layers)?,
-            num_attention_heads: heads,
-            num_key_value_heads: kv_heads,
-            head_dim,
-            vocab_size: positive("vocab_size", raw.vocab_size)?,
-            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta,
-            rope_scaling,
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-            qkv_bias: architecture == Architecture::Qwen2 || raw.attention_bias.unwrap_or(false),
-            sliding_window,
-            bos_token_id: raw.bos_token_id,
-            eos_token_ids: raw
-                .eos_token_id
-                .map(OneOrMany::into_vec)
-                .unwrap_or_default(),
-        })
+        if self.layer_types.len() != self.num_hidden_layers {
+            bail!(
+                "`layer_types` has {} entries for {} layers",
+                self.layer_types.len(),
+                self.num_hidden_layers
+            );
+        }
+        if self.layer_types.contains(&LayerType::Sliding) {
+            positive("sliding_window", self.sliding_window.unwrap_or(0))?;
+        }
+        Ok(self)
+    }
+
+    /// The HF `head_dim`, or hidden / heads where the config leaves it out.
+    pub(crate) fn head_dim_or_default(
+        head_dim: Option<usize>,
+        hidden: usize,
+        heads: usize,
+    ) -> Result<usize> {
+        match head_dim {
+            Some(d) => Ok(d),
+            None if heads > 0 && hidden % heads == 0 => Ok(hidden / heads),
+            None => bail!("hidden_size ({hidden}) is not divisible by num_attention_heads ({heads}) and no head_dim is given"),
+        }
     }
 
     /// Multiply-accumulates of one decoder block per token (projections + MLP), for FLOPs ratios.
@@ -219,36 +248,25 @@ impl ModelConfig {
         let h = self.hidden_size;
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
-        h * q + 2 * h * kv + q * h + 3 * h * self.intermediate_size
+        let mlp_matrices = if self.gated_mlp { 3 } else { 2 };
+        h * q + 2 * h * kv + q * h + mlp_matrices * h * self.intermediate_size
     }
-}
 
-fn parse_rope_scaling(raw: Option<&RawRope>) -> Result<RopeScaling> {
-    let Some(raw) = raw else {
-        return Ok(RopeScaling::None);
-    };
-    let kind = raw.rope_type.as_deref().unwrap_or("default");
-    let need = |name: &str, v: Option<f64>| {
-        v.with_context(|| format!("rope scaling type {kind:?} needs field `{name}`"))
-    };
-    Ok(match kind {
-        "default" => RopeScaling::None,
-        "linear" => RopeScaling::Linear {
-            factor: need("factor", raw.factor)?,
-        },
-        "llama3" => RopeScaling::Llama3 {
-            factor: need("factor", raw.factor)?,
-            low_freq_factor: need("low_freq_factor", raw.low_freq_factor)?,
-            high_freq_factor: need("high_freq_factor", raw.high_freq_factor)?,
-            original_max_position_embeddings: need(
-                "original_max_position_embeddings",
-                raw.original_max_position_embeddings,
-            )?,
-        },
-        other => {
-            bail!("unsupported rope scaling type {other:?} (supported: default, linear, llama3)")
+    /// The rotary embedding of block `index`'s attention, if the family rotates.
+    pub fn rope_of_layer(&self, index: usize) -> Option<&RopeConfig> {
+        match self.layer_types[index] {
+            LayerType::Sliding => self.local_rope.as_ref().or(self.rope.as_ref()),
+            LayerType::Full => self.rope.as_ref(),
         }
-    })
+    }
+
+    /// The attention window of block `index` (`None`: full causal attention).
+    pub fn window_of_layer(&self, index: usize) -> Option<usize> {
+        match self.layer_types[index] {
+            LayerType::Sliding => self.sliding_window,
+            LayerType::Full => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -266,7 +284,7 @@ mod tests {
     fn defaults_and_head_dim() {
         let c = parse("").unwrap();
         assert_eq!(c.head_dim, 16);
-        assert_eq!(c.rope_scaling, RopeScaling::None);
+        assert_eq!(c.rope.as_ref().unwrap().scaling, RopeScaling::None);
         assert!(!c.qkv_bias);
     }
 
@@ -275,8 +293,9 @@ mod tests {
         let c =
             parse(r#","rope_parameters":{"rope_theta":500.0,"rope_type":"linear","factor":2.0}"#)
                 .unwrap();
-        assert_eq!(c.rope_theta, 500.0);
-        assert_eq!(c.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+        let rope = c.rope.unwrap();
+        assert_eq!(rope.theta, 500.0);
+        assert_eq!(rope.scaling, RopeScaling::Linear { factor: 2.0 });
     }
 
     #[test]
@@ -303,5 +322,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("low_freq_factor"), "{e}");
+        let e = parse(r#","hidden_act":"gelu""#).unwrap_err().to_string();
+        assert!(e.contains("gelu"), "{e}");
     }
 }

@@ -198,7 +198,7 @@ pub fn step(
             plan.layers().map(|i| i + 1).collect::<Vec<_>>()
         );
     }
-    let mut x = model.embed(tokens)?;
+    let mut x = model.embed(tokens, offset)?;
     let mut start = offset;
     let mut exit = None;
     let mut exit_logits = None;

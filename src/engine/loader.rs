@@ -216,7 +216,7 @@ impl ModelIdentity {
             h.write(&buf);
         }
         Ok(Self {
-            architecture: config.architecture.name().to_string(),
+            architecture: config.model_type.clone(),
             num_layers: config.num_hidden_layers,
             hidden_size: config.hidden_size,
             vocab_size: config.vocab_size,

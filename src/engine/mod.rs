@@ -5,6 +5,7 @@
 //! generation modes (`early_exit` with `kv_fill`, `speculative`, dispatched by `modes`).
 //! `rows_matmul` and `threads` are about speed on the CPU.
 
+pub mod arch;
 pub mod chat;
 pub mod config;
 pub mod early_exit;
@@ -15,6 +16,7 @@ pub mod generate_batch;
 pub mod gguf;
 pub mod kv_cache;
 pub mod kv_fill;
+mod layers;
 pub mod loader;
 pub mod model;
 pub mod modes;
@@ -32,7 +34,7 @@ pub mod threads;
 pub mod weights;
 
 pub use chat::ChatInfo;
-pub use config::{Architecture, ModelConfig};
+pub use config::ModelConfig;
 pub use generate::{FinishReason, Generation, GenerationParams};
 pub use kv_cache::KvCache;
 pub use loader::{ModelFiles, ModelIdentity, ModelSource};
@@ -100,14 +102,8 @@ impl Engine {
             .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
         let chat = ChatInfo::of_gguf(&file, &config)?;
         let identity = ModelIdentity::of(None, &[path.to_path_buf()], &config)?;
-        let weights = gguf::weights::GgufWeights::new(
-            &file,
-            options.dtype,
-            &options.device,
-            config.architecture.name(),
-            config.num_attention_heads,
-            config.num_key_value_heads,
-        );
+        let weights =
+            gguf::weights::GgufWeights::new(&file, &config, options.dtype, &options.device)?;
         let eos_token_ids = config.eos_token_ids.clone();
         let model = DecoderModel::from_weights(&weights, config)
             .with_context(|| format!("cannot load the weights of {}", path.display()))?;

@@ -1,14 +1,18 @@
-//! Rotary position embeddings (HF `rotate_half` convention), with Llama-3 and linear scaling.
+//! Rotary position embeddings: HF's `rotate_half` form (Llama, Gemma) or GPT-J's interleaved
+//! pairs, over the whole head or its first `dim` features, with Llama-3 and linear scaling.
 //!
 //! Frequencies are computed in f32 the way transformers computes them, so positions far into the
 //! context round the same way as the reference.
 
-use super::config::{ModelConfig, RopeScaling};
+use super::config::{RopeConfig, RopeScaling};
 use candle_core::{DType, Device, Result, Tensor};
 use std::sync::RwLock;
 
 pub struct Rope {
     inv_freq: Vec<f32>,
+    /// Features rotated at the start of each head; the rest pass through (GPT-J's `rotary_dim`).
+    dim: usize,
+    interleaved: bool,
     max_positions: usize,
     dtype: DType,
     device: Device,
@@ -28,9 +32,13 @@ struct Tables {
 const INITIAL_POSITIONS: usize = 1024;
 
 impl Rope {
-    pub fn new(config: &ModelConfig, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn new(
+        config: &RopeConfig,
+        max_positions: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let inv_freq = inverse_frequencies(config);
-        let max_positions = config.max_position_embeddings;
         let first = build(
             &inv_freq,
             INITIAL_POSITIONS.min(max_positions),
@@ -39,6 +47,8 @@ impl Rope {
         )?;
         Ok(Self {
             inv_freq,
+            dim: config.dim,
+            interleaved: config.interleaved,
             max_positions,
             dtype,
             device: device.clone(),
@@ -72,7 +82,25 @@ impl Rope {
     /// Rotate `x` laid out as `[batch, seq, heads, head_dim]`, whose first token sits at `offset`.
     pub fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
         let (cos, sin) = self.rows(offset, x.dim(1)?)?;
-        candle_nn::rotary_emb::rope_thd(&x.contiguous()?, &cos, &sin)
+        let head_dim = x.dim(3)?;
+        let rotated = if self.dim < head_dim {
+            x.narrow(3, 0, self.dim)?
+        } else {
+            x.clone()
+        };
+        let rotated = if self.interleaved {
+            // candle's interleaved kernel wants [batch, heads, seq, dim].
+            let bhsd = rotated.transpose(1, 2)?.contiguous()?;
+            candle_nn::rotary_emb::rope_i(&bhsd, &cos, &sin)?.transpose(1, 2)?
+        } else {
+            candle_nn::rotary_emb::rope_thd(&rotated.contiguous()?, &cos, &sin)?
+        };
+        if self.dim < head_dim {
+            let rest = x.narrow(3, self.dim, head_dim - self.dim)?;
+            Tensor::cat(&[&rotated, &rest], 3)
+        } else {
+            Ok(rotated)
+        }
     }
 }
 
@@ -91,13 +119,13 @@ fn build(inv_freq: &[f32], positions: usize, dtype: DType, device: &Device) -> R
     })
 }
 
-fn inverse_frequencies(config: &ModelConfig) -> Vec<f32> {
-    let dim = config.head_dim;
-    let theta = config.rope_theta as f32;
+fn inverse_frequencies(config: &RopeConfig) -> Vec<f32> {
+    let dim = config.dim;
+    let theta = config.theta as f32;
     let base: Vec<f32> = (0..dim / 2)
         .map(|i| 1.0 / theta.powf((2 * i) as f32 / dim as f32))
         .collect();
-    match config.rope_scaling {
+    match config.scaling {
         RopeScaling::None => base,
         RopeScaling::Linear { factor } => base.iter().map(|f| f / factor as f32).collect(),
         RopeScaling::Llama3 {
@@ -135,14 +163,13 @@ fn inverse_frequencies(config: &ModelConfig) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    fn config(scaling: RopeScaling) -> ModelConfig {
-        let mut c = ModelConfig::from_json(
-            r#"{"model_type":"llama","hidden_size":32,"intermediate_size":64,"num_hidden_layers":1,
-                "num_attention_heads":2,"vocab_size":8,"rope_theta":10000.0}"#,
-        )
-        .unwrap();
-        c.rope_scaling = scaling;
-        c
+    fn config(scaling: RopeScaling) -> RopeConfig {
+        RopeConfig {
+            theta: 10000.0,
+            scaling,
+            dim: 16,
+            interleaved: false,
+        }
     }
 
     #[test]
@@ -164,14 +191,11 @@ mod tests {
 
     #[test]
     fn tables_grow_with_the_positions_used() {
-        let mut c = config(RopeScaling::None);
-        c.max_position_embeddings = 1 << 40; // must not be allocated
-        let rope = Rope::new(&c, DType::F32, &Device::Cpu).unwrap();
+        let c = config(RopeScaling::None);
+        let rope = Rope::new(&c, 1 << 40, DType::F32, &Device::Cpu).unwrap(); // must not be allocated
         let x = Tensor::ones((1, 1, 1, 16), DType::F32, &Device::Cpu).unwrap();
         let far = rope.apply(&x, 5000).unwrap();
-        let mut fresh = config(RopeScaling::None);
-        fresh.max_position_embeddings = 6000;
-        let near = Rope::new(&fresh, DType::F32, &Device::Cpu)
+        let near = Rope::new(&c, 6000, DType::F32, &Device::Cpu)
             .unwrap()
             .apply(&x, 5000);
         // The same position from a grown table and from a fresh one.
@@ -185,15 +209,14 @@ mod tests {
         );
         assert_eq!(a, b);
         assert!(rope.tables.read().unwrap().len >= 5001);
-        c.max_position_embeddings = 8;
-        let small = Rope::new(&c, DType::F32, &Device::Cpu).unwrap();
+        let small = Rope::new(&c, 8, DType::F32, &Device::Cpu).unwrap();
         assert!(small.apply(&x, 8).is_err());
     }
 
     #[test]
     fn position_zero_is_identity() {
         let c = config(RopeScaling::None);
-        let rope = Rope::new(&c, DType::F32, &Device::Cpu).unwrap();
+        let rope = Rope::new(&c, 64, DType::F32, &Device::Cpu).unwrap();
         let x = Tensor::arange(0f32, 16.0, &Device::Cpu)
             .unwrap()
             .reshape((1, 1, 1, 16))

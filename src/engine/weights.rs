@@ -102,6 +102,11 @@ pub trait WeightSource {
     /// A matrix `[rows, cols]`, quantized where the file is and the options allow.
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix>;
     fn contains(&self, name: &str) -> bool;
+    /// Weights converted by llama.cpp: renamed (served here under HF names anyway) and with
+    /// Gemma's norm weights stored as `1 + w`.
+    fn llama_cpp_layout(&self) -> bool {
+        false
+    }
     /// The dtype of dense activations and tensors.
     fn dtype(&self) -> DType;
     fn device(&self) -> &Device;

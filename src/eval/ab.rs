@@ -336,7 +336,11 @@ fn lens_trace(engine: &Engine, lens: &LogitLens, scoring: &Scoring) -> Result<La
             (Scoring::Labels(ids), Some(hidden)) => {
                 let h = Tensor::from_slice(hidden, (1, 1, hidden.len()), engine.model.device())?
                     .to_dtype(engine.model.dtype())?;
-                let logits = engine.model.head().last_token_logits(&h, Some(ids))?;
+                let logits = crate::hook::ProbeSource::last_token_logits(
+                    engine.model.head(),
+                    &h,
+                    Some(ids),
+                )?;
                 ids[Scoring::FullVocab.pick(&logits) as usize]
             }
             _ => *layer

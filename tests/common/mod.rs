@@ -15,6 +15,9 @@ pub fn reference_models() -> Vec<PathBuf> {
         "random-llama3-rope",
         "random-mistral",
         "random-qwen2",
+        "random-gemma3",
+        "random-opt",
+        "random-gptj",
     ]
     .iter()
     .map(|m| shared().join("reference").join(m))

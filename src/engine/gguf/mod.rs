@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod header;
+pub mod names;
 pub mod tokenizer;
 pub mod weights;
 pub mod writer;

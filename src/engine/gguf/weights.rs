@@ -5,6 +5,8 @@
 //! decoder uses HF's half-split rotary form, so those rows are put back in HF order here.
 
 use super::GgufFile;
+use crate::engine::arch::Family;
+use crate::engine::config::ModelConfig;
 use crate::engine::quant::QMatrix;
 use crate::engine::weights::{Matrix, WeightSource};
 use anyhow::{bail, Context, Result};
@@ -14,6 +16,7 @@ use std::sync::Arc;
 
 pub struct GgufWeights<'a> {
     file: &'a GgufFile,
+    family: &'static dyn Family,
     /// `Some`: every matrix is dequantized to this dtype (the dense path); `None`: matrices
     /// stay in their GGUF types.
     dense: Option<DType>,
@@ -25,27 +28,34 @@ pub struct GgufWeights<'a> {
 }
 
 impl<'a> GgufWeights<'a> {
+    /// The weights of `file`, whose metadata `config` was read from.
     pub fn new(
         file: &'a GgufFile,
+        config: &ModelConfig,
         dense: Option<DType>,
         device: &Device,
-        architecture: &str,
-        num_heads: usize,
-        num_kv_heads: usize,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        let arch = file.string("general.architecture")?.unwrap_or_default();
+        Ok(Self {
             file,
+            family: config.family,
             dense,
             device: device.clone(),
-            permuted_qk: architecture == "llama",
-            num_heads,
-            num_kv_heads,
-        }
+            permuted_qk: config.family.gguf_permutes_qk(arch),
+            num_heads: config.num_attention_heads,
+            num_kv_heads: config.num_key_value_heads,
+        })
+    }
+
+    fn gguf_name(&self, hf: &str) -> Option<String> {
+        self.family.gguf_tensor_name(hf)
     }
 
     /// The tensor's rows (`rows` × `cols` values), checked against the file, in HF row order.
     fn load(&self, hf: &str, rows: usize, cols: usize) -> Result<QMatrix> {
-        let name = gguf_name(hf).with_context(|| format!("no GGUF name for weight {hf}"))?;
+        let name = self
+            .gguf_name(hf)
+            .with_context(|| format!("no GGUF name for weight {hf}"))?;
         let (info, bytes) = self.file.tensor_bytes(&name)?;
         let dims = info.shape.dims();
         let (got_rows, got_cols) = match dims {
@@ -107,34 +117,6 @@ fn hf_row_order(rows: usize, heads: usize) -> Result<Vec<usize>> {
         .collect())
 }
 
-/// llama.cpp's name for an HF weight name of the llama / qwen2 families.
-pub fn gguf_name(hf: &str) -> Option<String> {
-    const TOP: &[(&str, &str)] = &[
-        ("model.embed_tokens.weight", "token_embd.weight"),
-        ("model.norm.weight", "output_norm.weight"),
-        ("lm_head.weight", "output.weight"),
-    ];
-    const BLOCK: &[(&str, &str)] = &[
-        ("input_layernorm", "attn_norm"),
-        ("post_attention_layernorm", "ffn_norm"),
-        ("self_attn.q_proj", "attn_q"),
-        ("self_attn.k_proj", "attn_k"),
-        ("self_attn.v_proj", "attn_v"),
-        ("self_attn.o_proj", "attn_output"),
-        ("mlp.gate_proj", "ffn_gate"),
-        ("mlp.up_proj", "ffn_up"),
-        ("mlp.down_proj", "ffn_down"),
-    ];
-    if let Some((_, g)) = TOP.iter().find(|(h, _)| *h == hf) {
-        return Some(g.to_string());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (index, rest) = rest.split_once('.')?;
-    let (part, kind) = rest.rsplit_once('.')?;
-    let (_, g) = BLOCK.iter().find(|(h, _)| *h == part)?;
-    Some(format!("blk.{index}.{g}.{kind}"))
-}
-
 impl WeightSource for GgufWeights<'_> {
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let elems: usize = shape.iter().product();
@@ -156,7 +138,12 @@ impl WeightSource for GgufWeights<'_> {
     }
 
     fn contains(&self, name: &str) -> bool {
-        gguf_name(name).is_some_and(|g| self.file.tensor_info(&g).is_some())
+        self.gguf_name(name)
+            .is_some_and(|g| self.file.tensor_info(&g).is_some())
+    }
+
+    fn llama_cpp_layout(&self) -> bool {
+        true
     }
 
     fn dtype(&self) -> DType {
@@ -171,23 +158,6 @@ impl WeightSource for GgufWeights<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_map_to_llama_cpp() {
-        assert_eq!(
-            gguf_name("model.layers.12.self_attn.o_proj.weight").unwrap(),
-            "blk.12.attn_output.weight"
-        );
-        assert_eq!(
-            gguf_name("model.layers.0.self_attn.q_proj.bias").unwrap(),
-            "blk.0.attn_q.bias"
-        );
-        assert_eq!(
-            gguf_name("model.embed_tokens.weight").unwrap(),
-            "token_embd.weight"
-        );
-        assert_eq!(gguf_name("model.layers.0.mystery.weight"), None);
-    }
 
     #[test]
     fn row_order_undoes_the_converters_permutation() {

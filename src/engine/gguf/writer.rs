@@ -5,9 +5,8 @@
 //! The tests use it to make GGUF files of the shared random models in every quantization type
 //! without Python; `tests/gguf.rs` also checks files made by llama.cpp's converter when present.
 
-use super::weights::gguf_name;
-use crate::engine::config::Architecture;
-use crate::engine::{ModelConfig, ModelFiles};
+use crate::engine::config::{LayerType, ModelConfig, RopeScaling};
+use crate::engine::ModelFiles;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -21,20 +20,28 @@ use std::path::Path;
 pub fn write_hf_dir_as_gguf(dir: &Path, out: &Path, matrix_type: GgmlDType) -> Result<()> {
     let files = ModelFiles::locate(dir)?;
     let config = ModelConfig::from_file(&files.config)?;
-    let arch = match config.architecture {
-        Architecture::Llama => "llama",
-        Architecture::Qwen2 => "qwen2",
-        other => bail!("no GGUF layout for {}", other.name()),
+    let arch = match config.model_type.as_str() {
+        "llama" => "llama",
+        "qwen2" => "qwen2",
+        "gemma3_text" => "gemma3",
+        other => bail!("no GGUF layout for model_type {other:?}"),
     };
+    let family = config.family;
     let mut metadata = model_metadata(&config, arch);
     metadata.extend(tokenizer_metadata(&files.tokenizer, &config)?);
     let mut tensors = Vec::new();
     for path in &files.weights {
         let all = candle_core::safetensors::load(path, &Device::Cpu)?;
         for (name, tensor) in all {
-            let gguf = gguf_name(&name).with_context(|| format!("no GGUF name for {name}"))?;
+            let gguf = family
+                .gguf_tensor_name(&name)
+                .with_context(|| format!("no GGUF name for {name}"))?;
             let mut t = tensor.to_dtype(DType::F32)?;
-            if arch == "llama" {
+            if arch == "gemma3" && name.ends_with("norm.weight") {
+                // llama.cpp's converter stores Gemma's `1 + w`.
+                t = (t + 1.0)?;
+            }
+            if family.gguf_permutes_qk(arch) {
                 if name.contains(".q_proj.") {
                     t = to_llama_cpp_rows(&t, config.num_attention_heads)?;
                 } else if name.contains(".k_proj.") {
@@ -93,14 +100,35 @@ fn model_metadata(c: &ModelConfig, arch: &str) -> Vec<(String, Value)> {
         (k("attention.head_count_kv"), u(c.num_key_value_heads)),
         (k("attention.key_length"), u(c.head_dim)),
         (k("attention.value_length"), u(c.head_dim)),
-        (k("rope.dimension_count"), u(c.head_dim)),
-        (k("rope.freq_base"), Value::F32(c.rope_theta as f32)),
         (
             k("attention.layer_norm_rms_epsilon"),
-            Value::F32(c.rms_norm_eps as f32),
+            Value::F32(c.norm_eps as f32),
         ),
         (k("vocab_size"), u(c.vocab_size)),
     ];
+    if let Some(rope) = &c.rope {
+        m.push((k("rope.dimension_count"), u(rope.dim)));
+        m.push((k("rope.freq_base"), Value::F32(rope.theta as f32)));
+        if let RopeScaling::Linear { factor } = rope.scaling {
+            m.push((k("rope.scaling.type"), Value::String("linear".into())));
+            m.push((k("rope.scaling.factor"), Value::F32(factor as f32)));
+        }
+    }
+    if let Some(window) = c.sliding_window {
+        m.push((k("attention.sliding_window"), u(window)));
+        // llama.cpp assumes every sixth block global unless told, per block, which slide.
+        let sliding = c
+            .layer_types
+            .iter()
+            .map(|t| Value::Bool(*t == LayerType::Sliding));
+        m.push((
+            k("attention.sliding_window_pattern"),
+            Value::Array(sliding.collect()),
+        ));
+    }
+    if let Some(local) = &c.local_rope {
+        m.push((k("rope.freq_base_swa"), Value::F32(local.theta as f32)));
+    }
     if let Some(bos) = c.bos_token_id {
         m.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(bos)));
     }

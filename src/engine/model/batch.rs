@@ -5,7 +5,7 @@
 //! few-row matmul (`rows_matmul`) the weights are streamed once per step instead of once per
 //! sequence.
 
-use super::{DecoderModel, Tensor};
+use super::{check_vocabulary, DecoderModel, Masks, Tensor};
 use crate::engine::KvCache;
 use crate::hook::SkipPlan;
 use anyhow::{bail, Result};
@@ -35,10 +35,11 @@ impl DecoderModel {
         }
         let masks = offsets
             .iter()
-            .map(|&o| self.mask(1, o))
+            .map(|&o| Masks::new(&self.windows, 1, o, &self.device))
             .collect::<Result<Vec<_>>>()?;
-        // [rows, 1, hidden]: one sequence of one token per row.
-        let mut x = self.embed(tokens)?.squeeze(0)?.unsqueeze(1)?;
+        check_vocabulary("token", tokens, self.config.vocab_size)?;
+        // [rows, 1, hidden]: one sequence of one token per row, each at its own position.
+        let mut x = self.embedding.lookup(tokens, &offsets)?.unsqueeze(1)?;
         for (index, layer) in self.layers.iter().enumerate() {
             for (r, cache) in caches.iter_mut().enumerate() {
                 let held = cache.layer_mut(index).len();
@@ -56,16 +57,16 @@ impl DecoderModel {
                 }
                 continue;
             }
-            let out = layer.forward_with(&x, |normed| {
+            let attention = layer.attention();
+            let out = layer.forward(&x, &mut |normed| {
                 let rows = caches
                     .iter_mut()
                     .enumerate()
                     .map(|(r, cache)| {
-                        layer.attention.forward(
+                        attention.forward(
                             &normed.narrow(0, r, 1)?,
-                            &self.rope,
                             offsets[r],
-                            masks[r].as_ref(),
+                            masks[r].get(attention.window()),
                             cache.layer_mut(index),
                         )
                     })

@@ -11,7 +11,7 @@ use candle_core::{DType, Tensor};
 
 /// `a @ b` (batched, broadcasting). candle's CPU backend has no bf16 matmul, so bf16 operands
 /// on CPU are multiplied in f32 and the product rounded back: weights stay bf16 in memory.
-pub(super) fn matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     if a.dtype() == DType::BF16 && a.device().is_cpu() {
         let product = a
             .to_dtype(DType::F32)?
@@ -24,7 +24,7 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
 /// `x @ weightᵀ` over the last dimension of `x` (any rank), for weights stored `[out, in]` as in
 /// HF checkpoints. The rows of `x` are flattened into one matrix so the weight is read in place:
 /// candle's `broadcast_matmul` would first copy the broadcast weight, on every call.
-pub(super) fn matmul_t(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn matmul_t(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
     let dims = x.dims();
     let inner = dims[dims.len() - 1];
     let rows = x.elem_count() / inner.max(1);
@@ -71,7 +71,7 @@ fn quantized_matmul_t(x: &Tensor, weight: &QMatrix) -> candle_core::Result<Tenso
 }
 
 /// `x @ weightᵀ` for either kind of matrix.
-pub(super) fn matrix_matmul_t(x: &Tensor, weight: &Matrix) -> candle_core::Result<Tensor> {
+pub(crate) fn matrix_matmul_t(x: &Tensor, weight: &Matrix) -> candle_core::Result<Tensor> {
     match weight {
         Matrix::Dense(w) => matmul_t(x, w),
         Matrix::Quantized(q) => quantized_matmul_t(x, q),
@@ -86,25 +86,25 @@ pub(super) fn matrix_matmul_t(x: &Tensor, weight: &Matrix) -> candle_core::Resul
 }
 
 /// `x @ weightᵀ + bias`.
-pub(super) struct Linear {
+pub(crate) struct Linear {
     weight: Matrix,
     bias: Option<Tensor>,
 }
 
 impl Linear {
-    pub(super) fn new(weight: Matrix, bias: Option<Tensor>) -> Self {
+    pub(crate) fn new(weight: Matrix, bias: Option<Tensor>) -> Self {
         Self { weight, bias }
     }
 
-    pub(super) fn weight(&self) -> &Matrix {
+    pub(crate) fn weight(&self) -> &Matrix {
         &self.weight
     }
 
-    pub(super) fn bias(&self) -> Option<&Tensor> {
+    pub(crate) fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
 
-    pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = matrix_matmul_t(x, &self.weight)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -113,7 +113,7 @@ impl Linear {
     }
 
     /// Output rows `start..start + len` of this layer (the k|v part of a fused q|k|v).
-    pub(super) fn narrow_rows(&self, start: usize, len: usize) -> Result<Linear> {
+    pub(crate) fn narrow_rows(&self, start: usize, len: usize) -> Result<Linear> {
         Ok(Linear::new(
             self.weight.narrow_rows(start, len)?,
             self.bias
@@ -125,7 +125,7 @@ impl Linear {
 }
 
 /// The linear layer `{prefix}.{name}` (weight `[out_dim, in_dim]`, optional bias).
-pub(super) fn linear(
+pub(crate) fn linear(
     weights: &dyn WeightSource,
     prefix: &str,
     name: &str,
@@ -143,7 +143,7 @@ pub(super) fn linear(
 }
 
 /// One linear layer computing several stacked along the output dimension.
-pub(super) fn stack_linear(parts: &[Linear]) -> Result<Linear> {
+pub(crate) fn stack_linear(parts: &[Linear]) -> Result<Linear> {
     let weights: Vec<&Matrix> = parts.iter().map(|p| p.weight()).collect();
     let weight = Matrix::concat_rows(&weights)?;
     let bias = match parts.iter().map(|p| p.bias()).collect::<Option<Vec<_>>>() {
