@@ -6,14 +6,21 @@
 //!   order (each one splits the pieces the previous left, keeping matches and gaps), then the
 //!   GPT-2 byte mapping. `llama3`-family values also set `ignore_merges` and default `add_bos`.
 //! * `tokenizer.ggml.model = "llama"` (SentencePiece, e.g. Gemma): llama.cpp's SPM merge (the
-//!   adjacent pair whose concatenation is the highest-scoring token merges first) expressed as
-//!   BPE merges ranked by that score, with `<0xXX>` byte fallback, `▁` for spaces and an
-//!   optional `▁` prefix per text run (`add_space_prefix`).
+//!   adjacent pair whose concatenation is the highest-scoring token merges first, the leftmost
+//!   on ties) expressed as BPE merges ranked by that score, with `<0xXX>` byte fallback, `▁`
+//!   for spaces and an optional `▁` prefix per text run (`add_space_prefix`). Checked against
+//!   llama.cpp's `llama-tokenize` on Gemma-3-like GGUFs in `tests/fixtures/spm`.
 //!
 //! Token types: 2 (unknown) and 3 (control) become special added tokens (dropped by
 //! `decode(.., true)`), 4 (user-defined) plain added tokens; all are matched on the raw text,
-//! as llama.cpp's special-token partition does. `add_bos_token` / `add_eos_token` become a
-//! template post-processor (`encode(text, true)`).
+//! as llama.cpp's special-token partition does. Its `parse_special = false` is
+//! `Tokenizer::set_encode_special_tokens(true)` (control tokens stay text, user-defined ones
+//! still match). Types are first adjusted by text as llama.cpp's loader does (end-of-generation
+//! and fill-in-the-middle markers become control). One difference remains: llama.cpp matches
+//! the longest special token first over the whole text, `tokenizers` the leftmost-longest, so
+//! they disagree when two *different* special tokens overlap (`ab`, `bcd` in `abcd`); runs of
+//! one character, like Gemma's whitespace tokens, agree. `add_bos_token` / `add_eos_token`
+//! become a template post-processor (`encode(text, true)`).
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::quantized::gguf_file::Value;
 use std::collections::HashMap;
@@ -211,11 +218,21 @@ fn spm_tokenizer(md: &Meta) -> Result<Tokenizer> {
     for (id, t) in vocab.tokens.iter().enumerate() {
         for (pos, _) in t.char_indices().skip(1) {
             if vocab.ids.contains_key(&t[..pos]) && vocab.ids.contains_key(&t[pos..]) {
-                merges.push((vocab.scores[id], id as u32, pos));
+                // `+ 0.0` makes -0.0 (SentencePiece's first merge) tie with 0.0, as in C++.
+                merges.push((vocab.scores[id] + 0.0, id as u32, pos));
             }
         }
     }
-    merges.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    // llama.cpp pops the best-scoring pair, the leftmost on ties. BPE ranks cannot see
+    // positions, so a tie goes to the longer token: what "leftmost" amounts to when a run grows
+    // from the left (e.g. "\n", "\n\n", "\n\n\n" all scoring 0). Then by id, then by split.
+    let len = |id: u32| vocab.tokens[id as usize].len();
+    merges.sort_by(|x, y| {
+        y.0.total_cmp(&x.0)
+            .then(len(y.1).cmp(&len(x.1)))
+            .then(x.1.cmp(&y.1))
+            .then(x.2.cmp(&y.2))
+    });
     let pairs = merges
         .iter()
         .map(|&(_, id, pos)| {
@@ -319,7 +336,7 @@ struct VocabInfo {
     tokens: Vec<String>,
     types: Vec<i64>,
     scores: Vec<f32>,
-    ids: HashMap<String, u32>,
+    ids: Vocab, // `tokenizers`' own (fast-hashing) map, also what BPE takes
 }
 
 impl VocabInfo {
@@ -328,60 +345,60 @@ impl VocabInfo {
             .str_array(K_TOKENS)?
             .ok_or_else(|| anyhow!("missing `{K_TOKENS}`"))?
             .into_iter()
-            .map(str::to_string)
+            .enumerate()
+            // llama.cpp renames empty tokens (they could never be matched anyway).
+            .map(|(i, t)| match t {
+                "" => format!("[EMPTY_{i}]"),
+                t => t.to_string(),
+            })
             .collect();
         let n = tokens.len();
         if n == 0 || n > u32::MAX as usize {
             bail!("`{K_TOKENS}` has {n} entries");
         }
-        let mut ids = HashMap::with_capacity(n);
+        let mut ids = Vocab::with_capacity(n);
         for (i, t) in tokens.iter().enumerate() {
             if let Some(prev) = ids.insert(t.clone(), i as u32) {
                 bail!("`{K_TOKENS}`[{i}] = {t:?} repeats `{K_TOKENS}`[{prev}]");
             }
         }
-        let types = match md.get(K_TYPES) {
-            None => vec![1; n],
-            Some(v) => {
-                let arr = array(v, K_TYPES)?;
-                let t = arr
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| {
-                        int(x).ok_or_else(|| anyhow!("`{K_TYPES}`[{i}] is not an integer: {x:?}"))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                if t.len() != n {
-                    bail!(
-                        "`{K_TYPES}` has {} entries but `{K_TOKENS}` has {n}",
-                        t.len()
-                    );
-                }
-                t
+        // Like llama.cpp: entries past the token count are ignored, too few is an error.
+        let per_token = |key: &str| -> Result<Option<&[Value]>> {
+            let Some(v) = md.get(key) else {
+                return Ok(None);
+            };
+            let arr = array(v, key)?;
+            if arr.len() < n {
+                bail!("`{key}` has {} entries but `{K_TOKENS}` has {n}", arr.len());
             }
+            Ok(Some(&arr[..n]))
         };
-        let scores = match md.get(K_SCORES) {
+        let mut types = match per_token(K_TYPES)? {
+            None => vec![1; n],
+            Some(arr) => arr
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    int(x).ok_or_else(|| anyhow!("`{K_TYPES}`[{i}] is not an integer: {x:?}"))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        retype_like_llama_cpp(md, &ids, &mut types);
+        let scores = match per_token(K_SCORES)? {
             None if need_scores => bail!("missing `{K_SCORES}` (required for the llama/SPM model)"),
             None => Vec::new(),
-            Some(v) => {
-                let arr = array(v, K_SCORES)?;
-                let s = arr
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| match x {
-                        Value::F32(f) => Ok(*f),
-                        Value::F64(f) => Ok(*f as f32),
-                        _ => Err(anyhow!("`{K_SCORES}`[{i}] is not a float: {x:?}")),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                if s.len() != n {
-                    bail!(
-                        "`{K_SCORES}` has {} entries but `{K_TOKENS}` has {n}",
-                        s.len()
-                    );
-                }
-                s
-            }
+            Some(arr) => arr
+                .iter()
+                .enumerate()
+                .map(|(i, x)| match x {
+                    Value::F32(f) => Ok(*f),
+                    Value::F64(f) => Ok(*f as f32),
+                    // llama.cpp also takes integer scores.
+                    _ => int(x)
+                        .map(|s| s as f32)
+                        .ok_or_else(|| anyhow!("`{K_SCORES}`[{i}] is not a number: {x:?}")),
+                })
+                .collect::<Result<Vec<_>>>()?,
         };
         Ok(Self {
             tokens,
@@ -392,8 +409,55 @@ impl VocabInfo {
     }
 
     fn bpe_vocab(&self) -> Vocab {
-        self.ids.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        self.ids.clone()
     }
+}
+
+/// Token texts llama.cpp's vocab loader (`llama_vocab::impl::load`) makes control tokens
+/// whatever their GGUF type: the end-of-generation markers...
+#[rustfmt::skip]
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+    "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+    "<｜end▁of▁sentence｜>", "[e~[",
+];
+
+/// ...and the fill-in-the-middle markers, unless the GGUF names that marker's id (the keys).
+#[rustfmt::skip]
+const FIM_TEXTS: &[(&[&str], &[&str])] = &[
+    (&["tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id"],
+     &["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>",
+       "<|code_prefix|>", "<|prefix|>"]),
+    (&["tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.suffix_token_id"],
+     &["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>",
+       "<|code_suffix|>", "<|suffix|>"]),
+    (&["tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.middle_token_id"],
+     &["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>",
+       "<|code_middle|>", "<|middle|>"]),
+    (&["tokenizer.ggml.fim_pad_token_id"],
+     &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"]),
+    (&["tokenizer.ggml.fim_rep_token_id"],
+     &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"]),
+    (&["tokenizer.ggml.fim_sep_token_id"], &["<|file_sep|>"]),
+];
+
+/// llama.cpp's retyping of tokens by their text: it decides which tokens are matched whole in
+/// raw text, and which `parse_special = false` and decoding skip. (Its later exceptions for
+/// gpt-oss, solar-open and Gemma 4 are left out: their pre-tokenizers are not supported here.)
+fn retype_like_llama_cpp(md: &Meta, ids: &Vocab, types: &mut [i64]) {
+    const CONTROL: i64 = 3;
+    let mut to_control = |text: &str| {
+        if let Some(&i) = ids.get(text) {
+            types[i as usize] = CONTROL;
+        }
+    };
+    for (keys, texts) in FIM_TEXTS {
+        if !keys.iter().any(|k| md.get(k).is_some()) {
+            texts.iter().for_each(|t| to_control(t));
+        }
+    }
+    EOG_TEXTS.iter().for_each(|t| to_control(t));
 }
 
 /// Typed, key-naming access to the metadata.
