@@ -109,7 +109,7 @@ fn written(name: &str, matrix_type: GgmlDType) -> PathBuf {
 
 #[test]
 fn f32_gguf_of_random_models_matches_transformers_exactly() {
-    for name in ["random-llama", "random-qwen2"] {
+    for name in ["random-llama", "random-qwen2", "random-gemma3"] {
         let path = written(name, GgmlDType::F32);
         let engine = Engine::load(&path, &LoadOptions::default()).unwrap();
         let reference = Reference::read(&reference_model(name).join("reference.json"));
@@ -167,6 +167,11 @@ fn every_block_type_runs_like_its_dequantized_weights() {
     ] {
         assert_runs_like_dequantized(&written("random-llama", t), &format!("{t:?}"));
     }
+    // Gemma 3's 64-wide rows take the 32-blocks (K-quants fall back to Q8_0 as in llama.cpp).
+    for t in [GgmlDType::Q4_0, GgmlDType::Q5_0, GgmlDType::Q4K] {
+        let path = written("random-gemma3", t);
+        assert_runs_like_dequantized(&path, &format!("gemma3 {t:?}"));
+    }
 }
 
 #[test]
@@ -175,7 +180,7 @@ fn q8_0_gguf_follows_transformers() {
     // probabilities by several points, so this checks where transformers' answer is clear:
     // lens and final top-1 where the margin is ≥ 0.1, and the first greedy token. The exact
     // checks are the f32 files above and each type against its own dequantized weights.
-    for name in ["random-llama", "random-qwen2"] {
+    for name in ["random-llama", "random-qwen2", "random-gemma3"] {
         let path = written(name, GgmlDType::Q8_0);
         let engine = Engine::load(&path, &LoadOptions::default()).unwrap();
         let mut reference = Reference::read(&reference_model(name).join("reference.json"));
@@ -261,8 +266,12 @@ fn llama_cpp_converted_files_load_and_match() {
         eprintln!("ADAINFER_GGUF_FIXTURES is not set: llama.cpp-converted files not checked");
         return;
     };
-    for name in ["random-llama", "random-qwen2"] {
-        let reference = Reference::read(&reference_model(name).join("reference.json"));
+    // llama.cpp's converter writes no sliding-window pattern for Gemma 3 and llama.cpp then
+    // assumes every sixth block global; random-gemma3 has every third, so its fixtures were
+    // made with the per-block pattern key added (`random-gemma3-swapat-*`, see README).
+    for name in ["random-llama", "random-qwen2", "random-gemma3-swapat"] {
+        let model = name.trim_end_matches("-swapat");
+        let reference = Reference::read(&reference_model(model).join("reference.json"));
         let f32 = dir.join(format!("{name}-f32.gguf"));
         let engine = Engine::load(&f32, &LoadOptions::default()).unwrap();
         check_engine(
@@ -274,6 +283,11 @@ fn llama_cpp_converted_files_load_and_match() {
     }
     for t in ["q8_0", "q4_0", "q4_1", "q4_k_m", "q5_k_m", "q6_k"] {
         assert_runs_like_dequantized(&dir.join(format!("random-llama-{t}.gguf")), t);
+    }
+    // Q4_K_M of 64-wide Gemma rows: Q5_0, Q8_0, Q4_K and Q6_K in one file.
+    for t in ["q8_0", "q4_k_m"] {
+        let path = dir.join(format!("random-gemma3-swapat-{t}.gguf"));
+        assert_runs_like_dequantized(&path, &format!("gemma3 {t}"));
     }
 }
 

@@ -1,4 +1,6 @@
-//! KV fill strategies against references recomputed from scratch, on self-built tiny models.
+//! KV fill strategies against references recomputed from scratch, on a self-built tiny model
+//! and on every family's shared reference model (sliding windows, learned positions, parallel
+//! blocks all meet the backlog here).
 
 use super::early_exit::{generate_early_exit, FixedExit};
 use super::generate::{generate_dense, GenerationParams};
@@ -127,38 +129,64 @@ const SCRIPT: [Option<usize>; 10] = [
     Some(6),
 ];
 
+/// Six-block models: the synthetic Llama and each family's reference model (f32).
+fn six_block_models() -> Vec<(String, DecoderModel)> {
+    let mut models = vec![(
+        "synthetic".to_string(),
+        SyntheticSpec::tiny(6).build(DType::F32).unwrap(),
+    )];
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
+    for name in [
+        "random-mistral",
+        "random-gemma3",
+        "random-opt",
+        "random-gptj",
+    ] {
+        let engine = crate::Engine::load(&shared.join(name), &Default::default()).unwrap();
+        assert_eq!(engine.model.num_layers(), 6, "{name}");
+        models.push((name.to_string(), engine.model));
+    }
+    models
+}
+
 #[test]
 fn recompute_logits_equal_a_fresh_pass_exited_at_the_same_block() {
-    let model = SyntheticSpec::tiny(6).build(DType::F32).unwrap();
-    let (_, _, outs) = run_script(&model, &SCRIPT, KvFill::Recompute);
-    let all: Vec<u32> = PROMPT.iter().chain(&DECODE).copied().collect();
-    for (i, (logits, depth)) in outs.iter().enumerate() {
-        assert_eq!(*depth, SCRIPT[i].unwrap_or(6), "pass {i} depth");
-        let reference = reference_exit_logits(&model, &all[..PROMPT.len() + i], *depth);
-        let d = max_abs_diff(logits, &reference);
-        assert!(d < 1e-4, "pass {i} (exit {depth}) differs by {d}");
+    for (name, model) in six_block_models() {
+        let (_, _, outs) = run_script(&model, &SCRIPT, KvFill::Recompute);
+        let all: Vec<u32> = PROMPT.iter().chain(&DECODE).copied().collect();
+        for (i, (logits, depth)) in outs.iter().enumerate() {
+            assert_eq!(*depth, SCRIPT[i].unwrap_or(6), "{name} pass {i} depth");
+            let reference = reference_exit_logits(&model, &all[..PROMPT.len() + i], *depth);
+            let d = max_abs_diff(logits, &reference);
+            let scale = reference.iter().fold(1f32, |m, x| m.max(x.abs()));
+            assert!(
+                d < 1e-4 * scale,
+                "{name} pass {i} (exit {depth}) differs by {d}"
+            );
+        }
     }
 }
 
 #[test]
 fn recompute_cache_equals_the_dense_cache_once_flushed() {
-    let model = SyntheticSpec::tiny(6).build(DType::F32).unwrap();
-    // Stop before the last (full-depth) pass so positions are still waiting.
-    let script = &SCRIPT[..SCRIPT.len() - 1];
-    let (mut cache, mut backlog, _) = run_script(&model, script, KvFill::Recompute);
-    assert!(!backlog.is_empty() && !cache.holes().is_empty());
-    let done = flush(&model, &mut cache, &mut backlog).unwrap().unwrap();
-    assert!(backlog.is_empty() && cache.holes().is_empty());
-    let all: Vec<u32> = PROMPT
-        .iter()
-        .chain(&DECODE[..script.len() - 1])
-        .copied()
-        .collect();
-    assert_eq!(done.first_position + done.hidden.dim(1).unwrap(), all.len());
-    let dense = dense_cache(&model, &all);
-    for index in 0..6 {
-        let d = layer_diff(&cache, &dense, index);
-        assert!(d < 1e-4, "layer {} differs by {d}", index + 1);
+    for (name, model) in six_block_models() {
+        // Stop before the last (full-depth) pass so positions are still waiting.
+        let script = &SCRIPT[..SCRIPT.len() - 1];
+        let (mut cache, mut backlog, _) = run_script(&model, script, KvFill::Recompute);
+        assert!(!backlog.is_empty() && !cache.holes().is_empty());
+        let done = flush(&model, &mut cache, &mut backlog).unwrap().unwrap();
+        assert!(backlog.is_empty() && cache.holes().is_empty());
+        let all: Vec<u32> = PROMPT
+            .iter()
+            .chain(&DECODE[..script.len() - 1])
+            .copied()
+            .collect();
+        assert_eq!(done.first_position + done.hidden.dim(1).unwrap(), all.len());
+        let dense = dense_cache(&model, &all);
+        for index in 0..6 {
+            let d = layer_diff(&cache, &dense, index);
+            assert!(d < 1e-4, "{name} layer {} differs by {d}", index + 1);
+        }
     }
 }
 
