@@ -203,8 +203,14 @@ fn load_stock(dir: &Path, skip: bool) -> Result<Option<Box<dyn Contender>>> {
         return Ok(None);
     }
     let options = adainfer::mistralrs::StockOptions { stop_at_eos: false };
-    let stock = adainfer::mistralrs::StockMistralRs::load(dir, &options)?;
-    Ok(Some(Box::new(stock)))
+    match adainfer::mistralrs::StockMistralRs::load(dir, &options) {
+        Ok(stock) => Ok(Some(Box::new(stock))),
+        // A peer that cannot run this model is left out of the table, and the reason said.
+        Err(e) => {
+            eprintln!("mistral.rs is not timed: {e:#}");
+            Ok(None)
+        }
+    }
 }
 
 #[cfg(not(feature = "mistralrs"))]

@@ -104,7 +104,12 @@ impl Engine {
         let identity = ModelIdentity::of(None, &[path.to_path_buf()], &config)?;
         let weights =
             gguf::weights::GgufWeights::new(&file, &config, options.dtype, &options.device)?;
-        let eos_token_ids = config.eos_token_ids.clone();
+        let mut eos_token_ids = config.eos_token_ids.clone();
+        for id in gguf::tokenizer::end_of_generation_ids(&tokenizer) {
+            if !eos_token_ids.contains(&id) {
+                eos_token_ids.push(id);
+            }
+        }
         let model = DecoderModel::from_weights(&weights, config)
             .with_context(|| format!("cannot load the weights of {}", path.display()))?;
         Ok(Self {

@@ -87,6 +87,11 @@ fn directory_loader(dir: &Path) -> Result<(Box<dyn Loader>, usize)> {
 fn gguf_loader(file: &Path) -> Result<(Box<dyn Loader>, usize)> {
     let ours = crate::engine::gguf::GgufFile::open(file)?;
     let vocab_size = crate::engine::gguf::config::model_config(&ours)?.vocab_size;
+    // mistral.rs unwraps an unknown architecture inside its loader thread: ask first.
+    let arch = ours.string("general.architecture")?.unwrap_or_default();
+    if mistralrs_core::GGUFArchitecture::from_value(arch).is_err() {
+        bail!("stock mistral.rs has no GGUF loader for architecture {arch:?}");
+    }
     let dir = file
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

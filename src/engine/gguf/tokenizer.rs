@@ -414,7 +414,7 @@ impl VocabInfo {
 }
 
 /// Token texts llama.cpp's vocab loader (`llama_vocab::impl::load`) makes control tokens
-/// whatever their GGUF type: the end-of-generation markers...
+/// whatever their GGUF type: the end-of-generation markers.
 #[rustfmt::skip]
 const EOG_TEXTS: &[&str] = &[
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
@@ -423,7 +423,17 @@ const EOG_TEXTS: &[&str] = &[
     "<｜end▁of▁sentence｜>", "[e~[",
 ];
 
-/// ...and the fill-in-the-middle markers, unless the GGUF names that marker's id (the keys).
+/// Ids of the end-of-generation markers the vocabulary has: llama.cpp stops on these whatever
+/// the metadata's eos / eot ids say (a Gemma file may name only `<eos>`, not `<end_of_turn>`).
+pub fn end_of_generation_ids(tokenizer: &Tokenizer) -> Vec<u32> {
+    EOG_TEXTS
+        .iter()
+        .filter_map(|t| tokenizer.token_to_id(t))
+        .collect()
+}
+
+/// Fill-in-the-middle markers llama.cpp also makes control, unless the GGUF names that
+/// marker's id (the keys).
 #[rustfmt::skip]
 const FIM_TEXTS: &[(&[&str], &[&str])] = &[
     (&["tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id"],

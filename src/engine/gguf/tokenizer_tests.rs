@@ -875,6 +875,12 @@ fn gemma3_sized_vocab_builds_and_encodes() {
         ids.contains(&id("  ")) && ids.contains(&id("   ")),
         "{ids:?}"
     );
+    // Generation stops at the end of a turn, as in llama.cpp, though only `<eos>` is eos here.
+    let ends = end_of_generation_ids(&tok);
+    assert!(
+        ends.contains(&id("<end_of_turn>")) && ends.contains(&id("<eos>")),
+        "{ends:?}"
+    );
     // 🦀 is not in the vocabulary: its four bytes.
     let crab: Vec<u32> = "🦀".bytes().map(|b| id(&format!("<0x{b:02X}>"))).collect();
     assert!(ids.windows(4).any(|w| w == crab), "{ids:?}");
