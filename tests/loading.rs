@@ -69,6 +69,38 @@ fn half_precision_dtypes_agree_with_f32_on_the_task_model() {
     }
 }
 
+/// A bf16 checkpoint under `--dtype auto` keeps its matrices in bf16 (multiplied with f32
+/// activations); `--dtype f32` widens the same values. Both accumulate in f32, so they agree.
+#[test]
+fn bf16_files_run_their_matrices_in_bf16_like_widened_f32() {
+    let source = common::shared().join("reference/random-gemma3");
+    let dir = temp_dir("bf16-gemma3");
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(source.join(file), dir.join(file)).unwrap();
+    }
+    let tensors =
+        candle_core::safetensors::load(source.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let half: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(k, t)| (k, t.to_dtype(candle_core::DType::BF16).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&half, dir.join("model.safetensors")).unwrap();
+    let kept = Engine::load(&dir, &LoadOptions::default()).unwrap();
+    let widened = Engine::load(&dir, &LoadOptions::from_names("f32", "cpu").unwrap()).unwrap();
+    for prompt in ["Q: hello", "once upon a time there was a"] {
+        let (a, b) = (last_logits(&kept, prompt), last_logits(&widened, prompt));
+        let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff < 1e-4 * scale, "{prompt:?}: {diff} of {scale}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn shape_mismatch_between_config_and_weights_names_the_tensor() {
     let dir = temp_dir("mismatch");

@@ -136,7 +136,11 @@ impl Engine {
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, &options.device) }
                 .with_context(|| format!("cannot read weights in {}", dir.display()))?;
-        let model = DecoderModel::load(vb, config).with_context(|| {
+        let mut weights = weights::SafetensorsWeights::new(vb);
+        if options.dtype.is_none() && options.device.is_cpu() {
+            weights = weights.keeping_half_matrices(&files.weights)?;
+        }
+        let model = DecoderModel::from_weights(&weights, config).with_context(|| {
             format!("weights in {} do not match its config.json", dir.display())
         })?;
         Ok(Self {

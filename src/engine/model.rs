@@ -120,7 +120,7 @@ pub struct DecoderModel {
 impl DecoderModel {
     /// A model from safetensors through candle's `VarBuilder` (HF directories, tests).
     pub fn load(vb: VarBuilder, config: ModelConfig) -> Result<Self> {
-        Self::from_weights(&SafetensorsWeights(vb), config)
+        Self::from_weights(&SafetensorsWeights::new(vb), config)
     }
 
     /// A model from any weight source, named the Hugging Face way, built by its family.

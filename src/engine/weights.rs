@@ -6,6 +6,8 @@
 
 use super::quant::QMatrix;
 use anyhow::{bail, Context, Result};
+use candle_core::quantized::GgmlDType;
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::sync::Arc;
@@ -113,28 +115,74 @@ pub trait WeightSource {
 }
 
 /// Safetensors (one file or shards) through candle's `VarBuilder`.
-pub struct SafetensorsWeights<'a>(pub VarBuilder<'a>);
+pub struct SafetensorsWeights<'a> {
+    vb: VarBuilder<'a>,
+    /// Where given, bf16 / f16 matrices stay in the file's type (block matrices of one-value
+    /// blocks, multiplied with f32 activations), instead of being widened to the model dtype:
+    /// half the memory, and no f32 copy of a 262k-row Gemma embedding.
+    half_matrices: Option<MmapedSafetensors>,
+}
+
+impl<'a> SafetensorsWeights<'a> {
+    pub fn new(vb: VarBuilder<'a>) -> Self {
+        Self {
+            vb,
+            half_matrices: None,
+        }
+    }
+
+    /// Keep the bf16 / f16 matrices of `files` (the same files `vb` reads) in their type.
+    pub fn keeping_half_matrices(mut self, files: &[std::path::PathBuf]) -> Result<Self> {
+        // SAFETY: read-only mapping, as `VarBuilder::from_mmaped_safetensors` does.
+        self.half_matrices = Some(unsafe { MmapedSafetensors::multi(files)? });
+        Ok(self)
+    }
+
+    fn half_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Option<Matrix>> {
+        let Some(files) = &self.half_matrices else {
+            return Ok(None);
+        };
+        let view = files.get(name).with_context(|| format!("weight {name}"))?;
+        let dtype = match DType::try_from(view.dtype()) {
+            Ok(DType::BF16) => GgmlDType::BF16,
+            Ok(DType::F16) => GgmlDType::F16,
+            _ => return Ok(None),
+        };
+        if view.shape() != [rows, cols] {
+            bail!(
+                "weight {name} has shape {:?}, expected [{rows}, {cols}]",
+                view.shape()
+            );
+        }
+        let matrix = QMatrix::new(dtype, rows, cols, view.data().to_vec())
+            .with_context(|| format!("weight {name}"))?;
+        Ok(Some(Matrix::Quantized(Arc::new(matrix))))
+    }
+}
 
 impl WeightSource for SafetensorsWeights<'_> {
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        self.0
+        self.vb
             .get(shape, name)
             .with_context(|| format!("weight {name}"))
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        Ok(Matrix::Dense(self.tensor(name, &[rows, cols])?))
+        match self.half_matrix(name, rows, cols)? {
+            Some(m) => Ok(m),
+            None => Ok(Matrix::Dense(self.tensor(name, &[rows, cols])?)),
+        }
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.0.contains_tensor(name)
+        self.vb.contains_tensor(name)
     }
 
     fn dtype(&self) -> DType {
-        self.0.dtype()
+        self.vb.dtype()
     }
 
     fn device(&self) -> &Device {
-        self.0.device()
+        self.vb.device()
     }
 }
