@@ -67,7 +67,8 @@ fn smollm2_q4_1_matches_transformers() {
         (49152, 100000.0, 8192)
     );
     assert!(c.tie_word_embeddings);
-    assert_eq!(engine.eos_token_ids, vec![2]);
+    // <|im_end|> from the metadata, and <|endoftext|>, which llama.cpp also ends on.
+    assert_eq!(engine.eos_token_ids, vec![2, 0]);
     assert!(engine
         .chat
         .template
