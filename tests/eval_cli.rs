@@ -139,10 +139,10 @@ fn gap_config() -> String {
 }
 
 #[test]
-fn calibrate_writes_a_config_that_loads_back() {
+fn calibrate_writes_a_certified_config_that_loads_back_and_guards_its_model() {
     let out_path = std::env::temp_dir().join(format!("adainfer-cal-{}.toml", std::process::id()));
-    // With a 100% budget every threshold qualifies, so the most aggressive one (0.0: exit at
-    // layer 1 on every prompt) must be chosen.
+    // A loose budget (ε = 0.9, δ = 0.5) that 8 prompts can certify: the walk goes from the
+    // highest threshold down and the chosen one is written with its record.
     let (ok, stdout, err) = common::adainfer(&[
         "calibrate",
         "--config",
@@ -150,21 +150,29 @@ fn calibrate_writes_a_config_that_loads_back() {
         "--task",
         "sst2",
         "--limit",
-        "6",
+        "8",
         "--thresholds",
         "0.9,0.0,0.5",
-        "--max-drop",
-        "1.0",
+        "--budget",
+        "0.9",
+        "--confidence",
+        "0.5",
         "--out",
         out_path.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    assert!(stdout.contains("chosen: threshold 0 "), "{stdout}");
+    assert!(stdout.contains("**chosen**"), "{stdout}");
     let written = std::fs::read_to_string(&out_path).unwrap();
     let config = adainfer::plugin::PluginConfig::load(&out_path, &[]).unwrap();
     assert_eq!(config.policy.kind, "gap_threshold");
-    assert_eq!(config.policy.gap_threshold.threshold, 0.0);
     assert!(config.model.path.is_absolute(), "{written}");
+    let record = config.calibration.as_ref().expect("a calibration record");
+    assert_eq!(
+        (record.prompts, record.epsilon, record.task.as_str()),
+        (8, 0.9, "sst2")
+    );
+    assert!(record.p_value <= 0.5, "{written}");
+    assert_eq!(record.model.num_layers, 12);
     // It runs from anywhere: the eval reads the written file.
     let doc = eval_json_with(&[
         "--config",
@@ -174,8 +182,58 @@ fn calibrate_writes_a_config_that_loads_back() {
         "--limit",
         "3",
     ]);
-    assert_eq!(num(&doc["arms"]["adaptive"], "avg_layers"), 1.0);
+    assert!(num(&doc["arms"]["adaptive"], "avg_layers") <= 12.0);
+    // With another model, or another feature set, the guarantee is void: refused, naming why.
+    let other = common::shared().join("reference/random-llama");
+    let (ok, _, err) = common::adainfer(&[
+        "eval",
+        "--config",
+        out_path.to_str().unwrap(),
+        "--model",
+        other.to_str().unwrap(),
+        "--task",
+        "sst2",
+        "--limit",
+        "2",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("calibrated for another model") && err.contains("num_layers"),
+        "{err}"
+    );
+    let (ok, _, err) = common::adainfer(&[
+        "eval",
+        "--config",
+        out_path.to_str().unwrap(),
+        "--set",
+        "features.names=[\"gap\"]",
+        "--task",
+        "sst2",
+        "--limit",
+        "2",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("calibrated with features"), "{err}");
     std::fs::remove_file(&out_path).unwrap();
+}
+
+#[test]
+fn calibrate_says_when_the_prompts_cannot_certify_the_budget() {
+    // ε = 1 %, δ = 0.1: even a rule that never disagrees needs 230 prompts.
+    let (ok, _, err) = common::adainfer(&[
+        "calibrate",
+        "--config",
+        &gap_config(),
+        "--task",
+        "sst2",
+        "--limit",
+        "50",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("230") && err.contains("cannot certify"),
+        "{err}"
+    );
 }
 
 #[test]

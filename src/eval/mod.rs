@@ -4,8 +4,10 @@
 //!   prompts in the paper's template;
 //! - [`metrics`]: accuracy, activated layers, pruning and FLOPs ratios, EM / F1;
 //! - [`ab`]: every arm (dense, a hook, the oracle) on the same prompts; [`arms`]: arms by name;
+//! - [`competence`]: whether dense is good enough on a task for agreement figures to mean anything;
 //! - [`run`]: one evaluation end to end; [`report`]: JSON and Markdown;
-//! - [`sweep`]: threshold sweeps (accuracy-vs-pruning curve, `calibrate`); [`plots`]: SVG figures;
+//! - [`sweep`]: threshold sweeps (accuracy-vs-pruning curve, `calibrate`); [`guarantee`]: the
+//!   Learn-then-Test test `calibrate` certifies a rule with; [`plots`]: SVG figures;
 //! - [`bench`]: dense prefill / decode throughput, ours beside stock mistral.rs; [`peers`]:
 //!   llama.cpp's llama-bench on the same GGUF file, and peak memory.
 
@@ -13,7 +15,9 @@ pub mod ab;
 pub mod arms;
 pub mod bench;
 pub mod bench_decode;
+pub mod competence;
 pub mod datasets;
+pub mod guarantee;
 pub mod metrics;
 pub mod peers;
 pub mod plots;

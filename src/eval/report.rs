@@ -38,6 +38,8 @@ pub struct EvalReport {
     pub arms: Vec<(String, ArmReport)>,
     /// Accuracy if every prompt exited at layer 1, 2, …, L (paper Fig. 1; oracle runs only).
     pub accuracy_by_layer: Option<Vec<f64>>,
+    /// Whether dense is competent here (classification runs with a dense arm).
+    pub competence: Option<super::competence::Competence>,
 }
 
 fn correct(case: &Case, answer: &Answer) -> bool {
@@ -179,6 +181,9 @@ impl EvalReport {
         if let Some(acc) = &self.accuracy_by_layer {
             doc["accuracy_by_layer"] = json!(acc);
         }
+        if let Some(c) = &self.competence {
+            doc["competence"] = serde_json::to_value(c).unwrap_or(Value::Null);
+        }
         doc
     }
 
@@ -189,6 +194,9 @@ impl EvalReport {
             "{} ({}-shot, {} examples, {} layers, scoring {})\n\n",
             self.task, self.shots, self.examples, self.num_layers, self.scoring
         );
+        if let Some(c) = &self.competence {
+            s.push_str(&format!("{}\n\n", c.line()));
+        }
         s.push_str("| arm | accuracy | avg layers (var) | pruning ratio | FLOPs ratio | wall s | speedup | agreement with dense |\n");
         s.push_str("|---|---|---|---|---|---|---|---|\n");
         for (name, r) in &self.arms {
@@ -291,6 +299,7 @@ mod tests {
             scoring: "full_vocab".into(),
             arms,
             accuracy_by_layer: None,
+            competence: None,
         }
         .to_json();
         assert_eq!(json["arms"]["early"]["speedup"], 2.0);

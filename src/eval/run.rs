@@ -114,6 +114,11 @@ pub fn evaluate(
         scoring: prepared.scoring.name().to_string(),
         arms: report::summarise(&run, &prepared.cases, &flops),
         accuracy_by_layer: report::accuracy_by_layer(&run, &prepared.cases),
+        competence: run
+            .arm_names
+            .iter()
+            .position(|n| n == "dense")
+            .and_then(|i| super::competence::of_dense(&run.outcomes[i], &prepared.cases)),
     };
     Ok((report, run))
 }

@@ -22,6 +22,18 @@ pub struct SweepPoint {
     pub pruning_ratio: f64,
     pub flops_ratio: f64,
     pub agreement_with_dense: f64,
+    /// Prompts whose answer differed from dense, of `prompts`: what the guarantee is tested on.
+    pub disagreements: usize,
+    pub prompts: usize,
+}
+
+impl SweepPoint {
+    pub fn trial(&self) -> super::guarantee::Trial {
+        super::guarantee::Trial {
+            disagreements: self.disagreements,
+            prompts: self.prompts,
+        }
+    }
 }
 
 /// Thresholds tried when the user gives none: probability-like for the threshold rules and
@@ -87,12 +99,15 @@ pub fn sweep(
             prepared.generation.as_ref(),
             || {},
         )?;
+        let adaptive = run.outcomes.into_iter().next().unwrap_or_default();
+        let disagreements = adaptive
+            .iter()
+            .zip(dense)
+            .filter(|(a, d)| a.answer != d.answer)
+            .count();
         let both = AbRun {
             arm_names: vec!["dense".into(), "adaptive".into()],
-            outcomes: vec![
-                dense.to_vec(),
-                run.outcomes.into_iter().next().unwrap_or_default(),
-            ],
+            outcomes: vec![dense.to_vec(), adaptive],
         };
         let summary = report::summarise(&both, &prepared.cases, &flops);
         let r = &summary[1].1;
@@ -103,6 +118,8 @@ pub fn sweep(
             pruning_ratio: r.pruning_ratio,
             flops_ratio: r.flops_ratio,
             agreement_with_dense: r.agreement_with_dense.unwrap_or(0.0),
+            disagreements,
+            prompts: dense.len(),
         };
         on_point(&point);
         points.push(point);
@@ -110,17 +127,13 @@ pub fn sweep(
     Ok(points)
 }
 
-/// The point with the fewest activated layers whose disagreement with dense is within
-/// `max_drop` (ties: the higher threshold, the safer side).
-pub fn most_aggressive(points: &[SweepPoint], max_drop: f64) -> Option<&SweepPoint> {
-    points
-        .iter()
-        .filter(|p| 1.0 - p.agreement_with_dense <= max_drop + 1e-12)
-        .min_by(|a, b| {
-            a.avg_layers
-                .total_cmp(&b.avg_layers)
-                .then(b.threshold.total_cmp(&a.threshold))
-        })
+/// The points ordered from safest to most aggressive — by threshold, highest first (a higher
+/// threshold exits at the same layer or later on every prompt) — as fixed-sequence testing
+/// needs them: an order fixed before the disagreements are looked at.
+pub fn safest_first(points: &[SweepPoint]) -> Vec<&SweepPoint> {
+    let mut ordered: Vec<&SweepPoint> = points.iter().collect();
+    ordered.sort_by(|a, b| b.threshold.total_cmp(&a.threshold));
+    ordered
 }
 
 #[cfg(test)]
@@ -135,21 +148,20 @@ mod tests {
             pruning_ratio: 1.0 - avg_layers / 12.0,
             flops_ratio: 0.0,
             agreement_with_dense: agreement,
+            disagreements: ((1.0 - agreement) * 200.0).round() as usize,
+            prompts: 200,
         }
     }
 
     #[test]
-    fn picks_the_fewest_layers_within_budget() {
+    fn points_are_tested_from_the_highest_threshold_down() {
         let points = [
             point(0.2, 3.0, 0.90),
-            point(0.5, 6.0, 0.995),
-            point(0.6, 6.0, 1.0),
             point(0.8, 9.0, 1.0),
+            point(0.5, 6.0, 0.995),
         ];
-        // 1% budget: 0.2 disagrees on 10%; 0.5 and 0.6 tie at 6 layers → the higher threshold.
-        assert_eq!(most_aggressive(&points, 0.01).unwrap().threshold, 0.6);
-        assert_eq!(most_aggressive(&points, 0.10).unwrap().threshold, 0.2);
-        assert!(most_aggressive(&points[..1], 0.01).is_none());
+        let order: Vec<f64> = safest_first(&points).iter().map(|p| p.threshold).collect();
+        assert_eq!(order, vec![0.8, 0.5, 0.2]);
     }
 
     #[test]

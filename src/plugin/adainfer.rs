@@ -5,7 +5,7 @@ use super::features::{FeatureExtractor, FeatureRow};
 use super::policy::{build_policy, ExitPolicy};
 use crate::hook::{Decision, LayerHook, LayerView, PassInfo, SkipPlan};
 use crate::Engine;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 /// What the hook has done so far, over every pass it saw.
@@ -53,6 +53,11 @@ impl AdaInfer {
 
     /// The same config with another policy kind (eval arms, per-request overrides).
     pub fn for_policy(config: &PluginConfig, engine: &Engine, kind: &str) -> Result<Self> {
+        if let Some(calibration) = &config.calibration {
+            calibration
+                .check(&engine.identity, &config.features)
+                .with_context(|| format!("plugin config {}", config.source.display()))?;
+        }
         let features =
             FeatureExtractor::new(&config.features.names, config.features.label_tokens.clone())?;
         let policy = build_policy(

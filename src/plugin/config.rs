@@ -5,7 +5,7 @@
 
 use super::overrides::{apply_overrides, resolve_path_at, PATH_KEYS};
 use crate::{Engine, LoadOptions};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +24,9 @@ pub struct PluginConfig {
     pub generation: crate::engine::modes::ModeSpec,
     #[serde(default)]
     pub train: TrainSection,
+    /// What `adainfer calibrate` certified this config for (absent in hand-written configs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationRecord>,
     /// The file this came from (for messages), not a TOML key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -202,6 +205,59 @@ pub struct LimitsSection {
     /// Never exit while the probe's top-1 probability is below this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_confidence: Option<f32>,
+}
+
+/// The guarantee a calibrated config carries, and what it holds for: the model, the task and
+/// prompt form, the features. Used with anything else, the guarantee means nothing, so the
+/// config is refused (see [`CalibrationRecord::check`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationRecord {
+    pub model: crate::engine::ModelIdentity,
+    pub task: String,
+    pub split: String,
+    pub shots: usize,
+    pub label_scoring: bool,
+    pub features: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_tokens: Option<Vec<u32>>,
+    pub policy: String,
+    /// Budget: share of prompts whose answer may differ from dense.
+    pub epsilon: f64,
+    /// The guarantee fails with probability at most this.
+    pub delta: f64,
+    /// Calibration prompts, and the chosen rule's disagreements on them.
+    pub prompts: usize,
+    pub disagreements: usize,
+    pub p_value: f64,
+}
+
+impl CalibrationRecord {
+    /// Refuse a model or feature set other than the calibrated one; names what differs.
+    pub fn check(
+        &self,
+        identity: &crate::engine::ModelIdentity,
+        features: &FeaturesSection,
+    ) -> Result<()> {
+        self.model
+            .check_matches(identity)
+            .context("this config was calibrated for another model")?;
+        if self.features != features.names {
+            bail!(
+                "this config was calibrated with features = {:?}, but it now selects features = {:?}",
+                self.features,
+                features.names
+            );
+        }
+        if self.label_tokens != features.label_tokens {
+            bail!(
+                "this config was calibrated with label_tokens = {:?}, but it now has label_tokens = {:?}",
+                self.label_tokens,
+                features.label_tokens
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Hyper-parameters of `adainfer train`.
