@@ -294,3 +294,31 @@ fn plots_are_written_as_svg() {
     assert!(curve.contains("gap_threshold as the threshold sweeps"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The instruct model prompted as users prompt it: its chat template, an instruction, the
+/// demonstrations as earlier turns; the report says the format and whether dense is competent.
+#[test]
+fn chat_form_prompts_run_on_the_real_model_and_the_report_judges_competence() {
+    let model =
+        common::shared().join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let doc = eval_json_with(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "sst2",
+        "--shots",
+        "2",
+        "--prompt-format",
+        "chat",
+        "--label-scoring",
+        "--limit",
+        "4",
+    ]);
+    assert_eq!(doc["prompt_format"], "chat");
+    let competence = &doc["competence"];
+    assert!(competence["chance"].as_f64().unwrap() == 0.5, "{doc}");
+    let (lo, hi) = (num(competence, "ci_low"), num(competence, "ci_high"));
+    assert!(lo <= num(competence, "accuracy") && num(competence, "accuracy") <= hi);
+    // Four prompts cannot show competence.
+    assert_eq!(competence["competent"], false);
+}

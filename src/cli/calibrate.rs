@@ -175,6 +175,7 @@ pub fn run(a: Args) -> Result<()> {
         task: spec.task.name().to_string(),
         split: format!("{:?}", spec.split).to_lowercase(),
         shots: spec.shots,
+        prompt_format: spec.prompt_format.name().to_string(),
         label_scoring: spec.label_scoring,
         features: config.features.names.clone(),
         label_tokens: config.features.label_tokens.clone(),

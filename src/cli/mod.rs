@@ -172,6 +172,10 @@ pub struct TaskArgs {
     /// Score among the task's label tokens instead of the full vocabulary.
     #[arg(long)]
     pub label_scoring: bool,
+    /// qa (the paper's `Q: {x}\nA:`) or chat (the model's chat template: an instruction, the
+    /// demonstrations as earlier turns, then the query).
+    #[arg(long, default_value = "qa")]
+    pub prompt_format: String,
     /// Dataset directory (default ../shared/data or $ADAINFER_DATA).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -187,6 +191,7 @@ impl TaskArgs {
         spec.limit = limit;
         spec.seed = self.seed;
         spec.label_scoring = self.label_scoring;
+        spec.prompt_format = adainfer::eval::prompts::PromptFormat::parse(&self.prompt_format)?;
         if let Some(dir) = &self.data {
             spec.data_dir = dir.clone();
         }

@@ -9,7 +9,8 @@
 //! exit never leaves a cache hole behind.
 
 use super::metrics::PassCost;
-use super::tasks::{answer_text, Example, FewShot};
+use super::prompts::{PromptFormat, Prompts};
+use super::tasks::Example;
 use crate::engine::{Engine, Outputs};
 use crate::hook::LayerHook;
 use crate::plugin::lens::LogitLens;
@@ -55,8 +56,8 @@ impl Scoring {
 }
 
 /// The single token of ` {word}` (no special tokens); an error if the tokenizer splits it.
-pub fn answer_token(engine: &Engine, word: &str) -> Result<u32> {
-    let text = answer_text(word);
+pub fn answer_token(engine: &Engine, word: &str, format: PromptFormat) -> Result<u32> {
+    let text = format.answer_text(word);
     let enc = engine
         .tokenizer
         .encode(text.as_str(), false)
@@ -74,19 +75,19 @@ pub fn answer_token(engine: &Engine, word: &str) -> Result<u32> {
 pub fn prepare_cases(
     engine: &Engine,
     examples: &[Example],
-    few_shot: &FewShot,
+    prompts: &Prompts,
     generative: bool,
 ) -> Result<Vec<Case>> {
     let mut cases = Vec::with_capacity(examples.len());
-    for ex in examples.iter().filter(|e| !few_shot.contains(e)) {
+    for ex in examples.iter().filter(|e| !prompts.few_shot().contains(e)) {
         let tokens = engine
-            .encode(&few_shot.prompt(ex))
+            .encode(&prompts.text(ex)?)
             .with_context(|| format!("example {}", ex.id))?;
         let gold = if generative {
             None
         } else {
             Some(
-                answer_token(engine, &ex.label_word)
+                answer_token(engine, &ex.label_word, prompts.format)
                     .with_context(|| format!("example {}", ex.id))?,
             )
         };

@@ -1,7 +1,7 @@
 //! Evaluation harness: datasets, metrics, A/B runs and reports.
 //!
 //! - [`tasks`] / [`datasets`]: SST-2, AG News, MMLU, CommonsenseQA, SQuAD from `../shared/data`,
-//!   prompts in the paper's template;
+//!   prompts in the paper's template or the model's chat template ([`prompts`]);
 //! - [`metrics`]: accuracy, activated layers, pruning and FLOPs ratios, EM / F1;
 //! - [`ab`]: every arm (dense, a hook, the oracle) on the same prompts; [`arms`]: arms by name;
 //! - [`competence`]: whether dense is good enough on a task for agreement figures to mean anything;
@@ -21,6 +21,7 @@ pub mod guarantee;
 pub mod metrics;
 pub mod peers;
 pub mod plots;
+pub mod prompts;
 pub mod report;
 pub mod run;
 pub mod sweep;

@@ -32,6 +32,7 @@ pub struct ArmReport {
 pub struct EvalReport {
     pub task: String,
     pub shots: usize,
+    pub prompt_format: String,
     pub examples: usize,
     pub num_layers: usize,
     pub scoring: String,
@@ -173,6 +174,7 @@ impl EvalReport {
         let mut doc = json!({
             "task": self.task,
             "shots": self.shots,
+            "prompt_format": self.prompt_format,
             "examples": self.examples,
             "num_layers": self.num_layers,
             "scoring": self.scoring,
@@ -191,8 +193,8 @@ impl EvalReport {
         let pct = |x: f64| format!("{:.1}%", 100.0 * x);
         let opt = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("–".to_string(), f);
         let mut s = format!(
-            "{} ({}-shot, {} examples, {} layers, scoring {})\n\n",
-            self.task, self.shots, self.examples, self.num_layers, self.scoring
+            "{} ({}-shot, {} prompts, {} examples, {} layers, scoring {})\n\n",
+            self.task, self.shots, self.prompt_format, self.examples, self.num_layers, self.scoring
         );
         if let Some(c) = &self.competence {
             s.push_str(&format!("{}\n\n", c.line()));
@@ -294,6 +296,7 @@ mod tests {
         let json = EvalReport {
             task: "sst2".into(),
             shots: 0,
+            prompt_format: "qa".into(),
             examples: 2,
             num_layers: 4,
             scoring: "full_vocab".into(),

@@ -3,6 +3,7 @@
 
 use super::ab::{self, AbRun, Arm, Case, GenerationLimits, Scoring};
 use super::metrics::FlopsModel;
+use super::prompts::{PromptFormat, Prompts};
 use super::report::{self, EvalReport};
 use super::tasks::{self, FewShot, Split, Task};
 use crate::engine::Engine;
@@ -24,6 +25,7 @@ pub struct EvalSpec {
     pub seed: u64,
     /// Score single-token answers among the task's label tokens instead of the full vocabulary.
     pub label_scoring: bool,
+    pub prompt_format: PromptFormat,
     pub max_new_tokens: usize,
     pub data_dir: PathBuf,
 }
@@ -38,6 +40,7 @@ impl EvalSpec {
             offset: 0,
             seed: 0,
             label_scoring: false,
+            prompt_format: PromptFormat::Qa,
             max_new_tokens: 16,
             data_dir: tasks::default_data_dir(),
         }
@@ -66,13 +69,14 @@ pub fn prepare(engine: &Engine, spec: &EvalSpec) -> Result<Prepared> {
         .take(spec.limit.unwrap_or(usize::MAX))
         .collect();
     let generative = spec.task.is_generative();
-    let cases = ab::prepare_cases(engine, &examples, &few_shot, generative)?;
+    let prompts = Prompts::new(engine, spec.task, spec.prompt_format, few_shot)?;
+    let cases = ab::prepare_cases(engine, &examples, &prompts, generative)?;
     let scoring = if spec.label_scoring && !generative {
         let ids = spec
             .task
             .label_words()
             .iter()
-            .map(|w| ab::answer_token(engine, w))
+            .map(|w| ab::answer_token(engine, w, spec.prompt_format))
             .collect::<Result<Vec<_>>>()?;
         Scoring::Labels(ids)
     } else {
@@ -109,6 +113,7 @@ pub fn evaluate(
     let report = EvalReport {
         task: spec.task.name().to_string(),
         shots: spec.shots,
+        prompt_format: spec.prompt_format.name().to_string(),
         examples: prepared.cases.len(),
         num_layers: engine.model.num_layers(),
         scoring: prepared.scoring.name().to_string(),

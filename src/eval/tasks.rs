@@ -76,6 +76,17 @@ impl Task {
         }
     }
 
+    /// The instruction line a chat-form prompt opens with.
+    pub fn instruction(&self) -> &'static str {
+        match self {
+            Task::Sst2 => "Is the sentiment of this movie review positive or negative? Answer with one word: positive or negative.",
+            Task::AgNews => "What is this news article about? Answer with one word: world, sports, business or science.",
+            Task::Mmlu => "Answer the multiple-choice question with the letter of the correct option: A, B, C or D.",
+            Task::Csqa => "Answer the multiple-choice question with the letter of the correct option: A, B, C, D or E.",
+            Task::Squad => "Answer the question with a short span copied from the context.",
+        }
+    }
+
     /// SQuAD answers are generated text scored by exact match / F1; the rest are one token.
     pub fn is_generative(&self) -> bool {
         matches!(self, Task::Squad)
@@ -180,7 +191,7 @@ pub fn answer_text(label_word: &str) -> String {
 /// k demonstrations drawn once with a fixed seed (per group), prepended to every query.
 #[derive(Debug, Clone, Default)]
 pub struct FewShot {
-    by_group: BTreeMap<Option<String>, String>,
+    by_group: BTreeMap<Option<String>, Vec<Example>>,
     ids: HashSet<String>,
 }
 
@@ -211,23 +222,28 @@ impl FewShot {
                 );
             }
             let picked = rand::seq::index::sample(&mut rng, rows.len(), k);
-            let mut text = String::new();
+            let mut demos = Vec::with_capacity(k);
             for i in picked.iter() {
-                text.push_str(&demonstration(rows[i]));
+                demos.push(rows[i].clone());
                 few.ids.insert(rows[i].id.clone());
             }
-            few.by_group.insert(group, text);
+            few.by_group.insert(group, demos);
         }
         Ok(few)
     }
 
+    /// The demonstrations shown with `example` (those of its group).
+    pub fn demonstrations(&self, example: &Example) -> &[Example] {
+        self.by_group.get(&example.group).map_or(&[], Vec::as_slice)
+    }
+
     /// Demonstrations for `example`'s group, then its query.
     pub fn prompt(&self, example: &Example) -> String {
-        let demos = self
-            .by_group
-            .get(&example.group)
-            .map(String::as_str)
-            .unwrap_or("");
+        let demos: String = self
+            .demonstrations(example)
+            .iter()
+            .map(demonstration)
+            .collect();
         format!("{demos}{}", prompt(example))
     }
 

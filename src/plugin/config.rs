@@ -217,6 +217,8 @@ pub struct CalibrationRecord {
     pub task: String,
     pub split: String,
     pub shots: usize,
+    /// `qa` or `chat` (`eval --prompt-format`).
+    pub prompt_format: String,
     pub label_scoring: bool,
     pub features: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
