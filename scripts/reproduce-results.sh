@@ -42,7 +42,7 @@ run eval-agnews-0shot eval --config $C --task agnews --limit 300 --arms $A
 run eval-sst2-4shot eval --config $C --task sst2 --shots 4 --limit 150 --arms $A
 run eval-agnews-4shot eval --config $C --task agnews --shots 4 --limit 100 --arms $A
 run eval-sst2-mistralrs eval --config $C --task sst2 --arms dense,adaptive,mistralrs
-run calibrate-sst2 calibrate --config $C --task sst2 --max-drop 0.01 --limit 200 \
+run calibrate-sst2 calibrate --config $C --task sst2 --budget 0.01 --confidence 0.9 --limit 400 \
   --thresholds 0.3,0.4,0.5,0.6,0.7,0.8,0.9 --out "${TMPDIR:-/tmp}/sst2-calibrated.toml"
 run eval-sst2-calibrated eval --config "${TMPDIR:-/tmp}/sst2-calibrated.toml" --task sst2 --arms dense,adaptive
 
