@@ -7,18 +7,27 @@
 //! - `cos_attn`, `cos_mlp`: cosine of this layer's attention / MLP output with the previous
 //!   layer that ran. Layer 1 has none and gets 0.
 //!
+//! - `depth`: layer / number of layers.
+//! - `top1_streak`: how many consecutive blocks that ran (this one included) the probe's top-1
+//!   has stayed the same.
+//! - `probe_shift`: total-variation distance between this block's probe distribution and the
+//!   previous block's (0 at layer 1): how much the (label) distribution still moves.
+//!
 //! A zero vector makes a cosine NaN; policies treat any NaN feature as "continue".
 
 use crate::hook::LayerView;
 use anyhow::{bail, Result};
 
-pub const FEATURE_NAMES: [&str; 6] = [
+pub const FEATURE_NAMES: [&str; 9] = [
     "gap",
     "top_prob",
     "cos_hidden",
     "cos_attn",
     "cos_mlp",
     "entropy",
+    "depth",
+    "top1_streak",
+    "probe_shift",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +38,9 @@ pub enum Feature {
     CosAttn,
     CosMlp,
     Entropy,
+    Depth,
+    Top1Streak,
+    ProbeShift,
 }
 
 impl Feature {
@@ -40,6 +52,9 @@ impl Feature {
             "cos_attn" => Self::CosAttn,
             "cos_mlp" => Self::CosMlp,
             "entropy" => Self::Entropy,
+            "depth" => Self::Depth,
+            "top1_streak" => Self::Top1Streak,
+            "probe_shift" => Self::ProbeShift,
             _ => bail!(
                 "unknown feature {name:?}; valid features: {}",
                 FEATURE_NAMES.join(", ")
@@ -79,6 +94,10 @@ pub struct FeatureExtractor {
     label_tokens: Option<Vec<u32>>,
     previous_attn: Option<Vec<f32>>,
     previous_mlp: Option<Vec<f32>>,
+    /// The previous block's probe: top-1, its streak, its distribution.
+    previous_top1: Option<u32>,
+    streak: usize,
+    previous_probs: Option<Vec<f32>>,
 }
 
 impl FeatureExtractor {
@@ -101,6 +120,9 @@ impl FeatureExtractor {
             label_tokens,
             previous_attn: None,
             previous_mlp: None,
+            previous_top1: None,
+            streak: 0,
+            previous_probs: None,
         })
     }
 
@@ -115,6 +137,9 @@ impl FeatureExtractor {
     pub fn reset(&mut self) {
         self.previous_attn = None;
         self.previous_mlp = None;
+        self.previous_top1 = None;
+        self.streak = 0;
+        self.previous_probs = None;
     }
 
     pub fn extract(&mut self, view: &mut LayerView<'_>) -> Result<FeatureRow> {
@@ -148,6 +173,23 @@ impl FeatureExtractor {
             Some(ids) => view.probe_tokens(ids)?,
             None => view.probe()?,
         };
+        let top1 = probe.top1();
+        self.streak = match self.previous_top1 {
+            Some(t) if t == top1 => self.streak + 1,
+            _ => 1,
+        };
+        self.previous_top1 = Some(top1);
+        let probe_shift = if self.features.contains(&Feature::ProbeShift) {
+            let shift = self
+                .previous_probs
+                .as_ref()
+                .map_or(0.0, |p| total_variation(p, probe.probs()));
+            self.previous_probs = Some(probe.probs().to_vec());
+            shift
+        } else {
+            0.0
+        };
+        let streak = self.streak as f32;
         let values = self
             .features
             .iter()
@@ -158,6 +200,9 @@ impl FeatureExtractor {
                 Feature::CosHidden => cos_hidden,
                 Feature::CosAttn => cos_attn,
                 Feature::CosMlp => cos_mlp,
+                Feature::Depth => layer as f32 / num_layers as f32,
+                Feature::Top1Streak => streak,
+                Feature::ProbeShift => probe_shift,
             })
             .collect();
         Ok(FeatureRow {
@@ -169,6 +214,11 @@ impl FeatureExtractor {
             gap: probe.gap(),
         })
     }
+}
+
+/// ½ Σ |p − q|: how far one distribution moved to become the other (0 … 1).
+pub fn total_variation(p: &[f32], q: &[f32]) -> f32 {
+    0.5 * p.iter().zip(q).map(|(a, b)| (a - b).abs()).sum::<f32>()
 }
 
 /// Cosine similarity; NaN when either vector is zero.
@@ -200,6 +250,65 @@ mod tests {
         for name in FEATURE_NAMES {
             assert_eq!(Feature::parse(name).unwrap().name(), name);
         }
+    }
+
+    /// Every layer of a pass through a small model, with the layer-aware features.
+    fn rows_of_one_pass(names: &[&str]) -> Vec<FeatureRow> {
+        use crate::engine::synthetic::SyntheticSpec;
+        use crate::engine::Outputs;
+        use crate::hook::{Decision, LayerHook};
+        struct Record(FeatureExtractor, Vec<FeatureRow>);
+        impl LayerHook for Record {
+            fn name(&self) -> &str {
+                "record"
+            }
+            fn after_layer(&mut self, view: &mut LayerView<'_>) -> Result<Decision> {
+                let row = self.0.extract(view)?;
+                self.1.push(row);
+                Ok(Decision::Continue)
+            }
+        }
+        let model = SyntheticSpec::tiny(8)
+            .build(candle_core::DType::F32)
+            .unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut hook = Record(FeatureExtractor::new(&names, None).unwrap(), Vec::new());
+        let mut cache = model.new_cache();
+        model
+            .forward(
+                &[5, 9, 100, 7],
+                &mut cache,
+                Some(&mut hook),
+                Outputs::LastToken,
+            )
+            .unwrap();
+        hook.1
+    }
+
+    #[test]
+    fn layer_aware_features_follow_the_probe_from_block_to_block() {
+        let rows = rows_of_one_pass(&["depth", "top1_streak", "probe_shift"]);
+        assert_eq!(rows.len(), 8);
+        let mut streak = 0.0;
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(r.values[0], (i + 1) as f32 / 8.0, "depth");
+            streak = if i > 0 && rows[i - 1].top1 == r.top1 {
+                streak + 1.0
+            } else {
+                1.0
+            };
+            assert_eq!(r.values[1], streak, "streak at layer {}", i + 1);
+            assert!((0.0..=1.0).contains(&r.values[2]), "shift {}", r.values[2]);
+        }
+        assert_eq!(rows[0].values[2], 0.0, "no shift before the first block");
+        assert!(rows[1..].iter().any(|r| r.values[2] > 0.0));
+    }
+
+    #[test]
+    fn total_variation_values() {
+        assert_eq!(total_variation(&[0.5, 0.5], &[0.5, 0.5]), 0.0);
+        assert!((total_variation(&[1.0, 0.0], &[0.0, 1.0]) - 1.0).abs() < 1e-6);
+        assert!((total_variation(&[0.7, 0.3], &[0.4, 0.6]) - 0.3).abs() < 1e-6);
     }
 
     #[test]
