@@ -204,6 +204,21 @@ impl ModelConfig {
         ] {
             positive(name, v)?;
         }
+        // Bounds far above any model, so products of sizes cannot overflow and a hostile
+        // file cannot size an allocation (positions are allocated as they are used).
+        for (name, v, limit) in [
+            ("hidden_size", self.hidden_size, 1 << 20),
+            ("intermediate_size", self.intermediate_size, 1 << 22),
+            ("num_hidden_layers", self.num_hidden_layers, 1 << 12),
+            ("num_attention_heads", self.num_attention_heads, 1 << 12),
+            ("num_key_value_heads", self.num_key_value_heads, 1 << 12),
+            ("head_dim", self.head_dim, 1 << 14),
+            ("vocab_size", self.vocab_size, 1 << 24),
+        ] {
+            if v > limit {
+                bail!("field `{name}` = {v} is beyond any model (at most {limit})");
+            }
+        }
         let (heads, kv_heads) = (self.num_attention_heads, self.num_key_value_heads);
         if heads % kv_heads != 0 {
             bail!("num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv_heads})");
