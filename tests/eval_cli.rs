@@ -214,6 +214,35 @@ fn calibrate_writes_a_certified_config_that_loads_back_and_guards_its_model() {
     ]);
     assert!(!ok);
     assert!(err.contains("calibrated with features"), "{err}");
+    // Two parameters (threshold × minimum exit layer): the front is picked on half of the
+    // prompts and tested on the other half.
+    let (ok, stdout, err) = common::adainfer(&[
+        "calibrate",
+        "--config",
+        &gap_config(),
+        "--task",
+        "sst2",
+        "--limit",
+        "10",
+        "--thresholds",
+        "0.9,0.5",
+        "--min-layers",
+        "1,6",
+        "--budget",
+        "0.9",
+        "--confidence",
+        "0.5",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("Pareto front of 4 rules chosen on 5 prompts, tested on the other 5"),
+        "{stdout}"
+    );
+    let config = adainfer::plugin::PluginConfig::load(&out_path, &[]).unwrap();
+    assert!([1, 6].contains(&config.limits.min_layer));
+    assert_eq!(config.calibration.unwrap().prompts, 5);
     std::fs::remove_file(&out_path).unwrap();
 }
 

@@ -1,9 +1,9 @@
 use super::eval::{parse_list, progress};
 use super::{PluginArgs, TaskArgs};
-use adainfer::eval::ab::{self, Arm};
-use adainfer::eval::guarantee::{fixed_sequence, min_prompts};
+use adainfer::eval::guarantee::{fixed_sequence, min_prompts, pareto_front, Trial};
+use adainfer::eval::replay::{self, Replayed};
 use adainfer::eval::run;
-use adainfer::eval::sweep::{self, default_thresholds, safest_first, with_threshold};
+use adainfer::eval::sweep::{default_thresholds, with_threshold};
 use adainfer::plugin::classifier::write_atomically;
 use adainfer::plugin::config::CalibrationRecord;
 use adainfer::plugin::{load_engine, PluginConfig};
@@ -35,6 +35,14 @@ pub struct Args {
     /// Comma-separated thresholds to try (default: a grid for the policy kind).
     #[arg(long)]
     thresholds: Option<String>,
+    /// Comma-separated minimum exit layers to try with every threshold (default: the config's
+    /// `[limits] min_layer` only). More than one makes the rule two-parameter: the candidates'
+    /// Pareto front is chosen on half of the prompts and tested on the other half.
+    #[arg(long)]
+    min_layers: Option<String>,
+    /// Seed of the selection / test split (two-parameter rules).
+    #[arg(long, default_value_t = 0)]
+    split_seed: u64,
     /// Where to write the calibrated config (default: beside the config, `<name>.calibrated-<task>.toml`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -77,6 +85,37 @@ fn tidy_floats(value: &mut toml::Value) {
     }
 }
 
+/// One candidate rule and what it did on every calibration prompt.
+struct Candidate {
+    threshold: f64,
+    min_layer: usize,
+    outcomes: Vec<Replayed>,
+}
+
+impl Candidate {
+    fn on(&self, prompts: &[usize]) -> (Trial, f64) {
+        let disagreements = prompts
+            .iter()
+            .filter(|&&i| !self.outcomes[i].agrees_with_dense)
+            .count();
+        let layers = prompts
+            .iter()
+            .map(|&i| self.outcomes[i].layers as f64)
+            .sum::<f64>()
+            / prompts.len().max(1) as f64;
+        let trial = Trial {
+            disagreements,
+            prompts: prompts.len(),
+        };
+        (trial, layers)
+    }
+
+    fn accuracy(&self) -> f64 {
+        self.outcomes.iter().filter(|o| o.correct).count() as f64
+            / self.outcomes.len().max(1) as f64
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
     let config = a.plugin.load()?.context("calibrate needs --config FILE")?;
     let (epsilon, delta) = (a.budget, 1.0 - a.confidence);
@@ -91,81 +130,143 @@ pub fn run(a: Args) -> Result<()> {
         Some(list) => parse_list(list).context("--thresholds")?,
         None => default_thresholds(&kind)?,
     };
+    let min_layers: Vec<usize> = match &a.min_layers {
+        Some(list) => parse_list(list)
+            .context("--min-layers")?
+            .into_iter()
+            .map(|m| m as usize)
+            .collect(),
+        None => vec![config.limits.min_layer],
+    };
     with_threshold(&config, 0.5)?; // fail early on a static policy, before loading anything
     let spec = a.task.spec(&a.split, Some(a.limit))?;
     let engine = load_engine(&config, a.model.as_deref())?;
+    let layers = engine.model.num_layers();
+    if let Some(&m) = min_layers.iter().find(|&&m| m > layers) {
+        bail!("--min-layers: {m} is beyond the model's {layers} layers");
+    }
     let prepared = run::prepare(&engine, &spec)?;
     let n = prepared.cases.len();
+    // Two-parameter rules: the front is picked on one half and only the other half tests it.
+    let two_parameter = min_layers.len() > 1;
+    let mut order: Vec<usize> = (0..n).collect();
+    let (select, test) = if two_parameter {
+        use rand::{seq::SliceRandom, SeedableRng};
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(a.split_seed));
+        let (s, t) = order.split_at(n / 2);
+        (s.to_vec(), t.to_vec())
+    } else {
+        (order.clone(), order)
+    };
     let needed = min_prompts(epsilon, delta);
-    if n < needed {
+    if test.len() < needed {
         bail!(
-            "{n} calibration prompts cannot certify any rule: with ε = {epsilon} and δ = {delta} even \
-             a rule that never disagrees with dense needs {needed} prompts ((1 − ε)^n ≤ δ); raise --limit, \
-             or loosen --budget / --confidence"
+            "{} test prompts cannot certify any rule: with ε = {epsilon} and δ = {delta} even \
+             a rule that never disagrees with dense needs {needed} prompts ((1 − ε)^n ≤ δ){}; raise \
+             --limit, or loosen --budget / --confidence",
+            test.len(),
+            if two_parameter { ", and two-parameter rules test on half of --limit" } else { "" },
         );
     }
-    let bar = progress(n, "dense");
-    let dense = ab::run_arms(
-        &engine,
-        &mut [Arm::dense()],
-        &prepared.cases,
-        &prepared.scoring,
-        prepared.generation.as_ref(),
-        || bar.inc(1),
-    )?;
+    let bar = progress(n, "dense passes, every block probed");
+    let traces = replay::record(&engine, &config, &prepared, || bar.inc(1))?;
     bar.finish_and_clear();
-    let dense = dense.outcomes.into_iter().next().unwrap_or_default();
-    let bar = progress(thresholds.len(), "thresholds");
-    let points = sweep::sweep(&engine, &config, &prepared, &dense, &thresholds, |_| {
-        bar.inc(1)
-    })?;
-    bar.finish_and_clear();
-    let ordered = safest_first(&points);
-    let trials: Vec<_> = ordered.iter().map(|p| p.trial()).collect();
+    let mut candidates = Vec::new();
+    for &min_layer in &min_layers {
+        for &threshold in &thresholds {
+            let mut rule = with_threshold(&config, threshold)?;
+            rule.limits.min_layer = min_layer;
+            let outcomes = replay::replay(&engine, &rule, &traces, &prepared.cases)?;
+            candidates.push(Candidate {
+                threshold,
+                min_layer,
+                outcomes,
+            });
+        }
+    }
+    // The test order, fixed before the test prompts are looked at: by threshold from the highest
+    // (one parameter), or the selection half's Pareto front from the most layers down.
+    let sequence: Vec<usize> = if two_parameter {
+        let measured: Vec<(f64, f64)> = candidates
+            .iter()
+            .map(|c| {
+                let (t, l) = c.on(&select);
+                (t.disagreements as f64 / t.prompts as f64, l)
+            })
+            .collect();
+        pareto_front(&measured)
+    } else {
+        let mut by_threshold: Vec<usize> = (0..candidates.len()).collect();
+        by_threshold.sort_by(|&x, &y| candidates[y].threshold.total_cmp(&candidates[x].threshold));
+        by_threshold
+    };
+    let trials: Vec<Trial> = sequence
+        .iter()
+        .map(|&i| candidates[i].on(&test).0)
+        .collect();
     let certified = fixed_sequence(&trials, epsilon, delta);
     println!(
-        "{kind} on {} {:?} rows ({n} prompts, {}-shot): certify ≤ {:.1}% disagreement with dense \
-         with probability ≥ {:.0}% (Learn-then-Test, fixed sequence from the highest threshold)\n",
+        "{kind} on {} {:?} rows ({n} prompts, {}-shot, {} prompts): certify ≤ {:.1}% disagreement with \
+         dense with probability ≥ {:.0}% (Learn-then-Test, fixed sequence{})\n",
         spec.task,
         spec.split,
         spec.shots,
+        spec.prompt_format.name(),
         100.0 * epsilon,
         100.0 * a.confidence,
+        if two_parameter {
+            format!(
+                " along the Pareto front of {} rules chosen on {} prompts, tested on the other {}",
+                candidates.len(),
+                select.len(),
+                test.len()
+            )
+        } else {
+            " from the highest threshold".to_string()
+        },
     );
-    println!("| threshold | accuracy | avg layers | pruning ratio | FLOPs ratio | disagreements | p-value (risk > ε) | |");
+    println!("| threshold | min layer | accuracy | avg layers | pruning ratio | disagreements (test) | p-value (risk > ε) | |");
     println!("|---|---|---|---|---|---|---|---|");
-    for (i, (p, pv)) in ordered.iter().zip(&certified.p_values).enumerate() {
+    let all: Vec<usize> = (0..n).collect();
+    for (i, (&c, pv)) in sequence.iter().zip(&certified.p_values).enumerate() {
+        let c = &candidates[c];
         let verdict = match certified.chosen {
-            Some(c) if i < c => "passed",
-            Some(c) if i == c => "**chosen**",
-            Some(c) if i == c + 1 => "failed: the walk stops",
+            Some(k) if i < k => "passed",
+            Some(k) if i == k => "**chosen**",
+            Some(k) if i == k + 1 => "failed: the walk stops",
             None if i == 0 => "failed: the walk stops",
             _ => "not tested",
         };
+        let (t, _) = c.on(&test);
+        let (_, avg) = c.on(&all);
         println!(
-            "| {} | {:.1}% | {:.2} | {:.1}% | {:.3} | {}/{} | {:.3} | {verdict} |",
-            p.threshold,
-            100.0 * p.accuracy,
-            p.avg_layers,
-            100.0 * p.pruning_ratio,
-            p.flops_ratio,
-            p.disagreements,
-            p.prompts,
-            pv,
+            "| {} | {} | {:.1}% | {avg:.2} | {:.1}% | {}/{} | {pv:.3} | {verdict} |",
+            c.threshold,
+            c.min_layer.max(1),
+            100.0 * c.accuracy(),
+            100.0 * (1.0 - avg / layers as f64),
+            t.disagreements,
+            t.prompts,
         );
     }
     let Some(chosen) = certified.chosen else {
+        let first = &candidates[sequence[0]];
         bail!(
-            "no threshold could be certified: the safest one tried ({}) disagreed with dense on {} of {n} \
-             prompts (p-value {:.3} > δ = {delta}); the budget is not relaxed — try higher thresholds, \
-             more prompts, or a larger --budget",
-            ordered[0].threshold,
-            ordered[0].disagreements,
+            "no rule could be certified: the safest one tried (threshold {}, min layer {}) disagreed with \
+             dense on {} of {} test prompts (p-value {:.3} > δ = {delta}); the budget is not relaxed — \
+             try higher thresholds, more prompts, or a larger --budget",
+            first.threshold,
+            first.min_layer.max(1),
+            trials[0].disagreements,
+            trials[0].prompts,
             certified.p_values[0],
         );
     };
-    let best = ordered[chosen];
+    let best = &candidates[sequence[chosen]];
+    let (best_trial, _) = best.on(&test);
+    let (_, best_layers) = best.on(&all);
     let mut tuned = with_threshold(&config, best.threshold)?;
+    tuned.limits.min_layer = best.min_layer;
     if let Some(model) = &a.model {
         tuned.model.path = model.clone();
     }
@@ -182,8 +283,8 @@ pub fn run(a: Args) -> Result<()> {
         policy: kind.clone(),
         epsilon,
         delta,
-        prompts: n,
-        disagreements: best.disagreements,
+        prompts: best_trial.prompts,
+        disagreements: best_trial.disagreements,
         p_value: certified.p_values[chosen],
     });
     let out = a
@@ -191,19 +292,19 @@ pub fn run(a: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_out(&config.source, spec.task.name()));
     let header = format!(
-        "# Written by `adainfer calibrate` from {}: {kind} threshold {} is the most aggressive\n\
-         # setting tried that Learn-then-Test certifies: on new {} prompts like the {n} {:?} ones it\n\
-         # was calibrated on, at most {:.1}% of answers differ from dense, with probability ≥ {:.0}%.\n\
-         # There it disagreed on {} of {n} and ran {:.2} of {} layers on average.\n\n",
+        "# Written by `adainfer calibrate` from {}: {kind} threshold {} (min layer {}) is the most\n\
+         # aggressive rule tried that Learn-then-Test certifies: on new {} prompts like the {:?} ones it\n\
+         # was tested on, at most {:.1}% of answers differ from dense, with probability ≥ {:.0}%.\n\
+         # It disagreed on {} of {} test prompts and ran {best_layers:.2} of {layers} layers on average.\n\n",
         config.source.display(),
         best.threshold,
+        best.min_layer.max(1),
         spec.task,
         spec.split,
         100.0 * epsilon,
         100.0 * a.confidence,
-        best.disagreements,
-        best.avg_layers,
-        engine.model.num_layers(),
+        best_trial.disagreements,
+        best_trial.prompts,
     );
     let mut doc = toml::Value::try_from(&tuned)?;
     tidy_floats(&mut doc);
@@ -212,12 +313,13 @@ pub fn run(a: Args) -> Result<()> {
     PluginConfig::parse(&text, &out, &[]).context("the calibrated config does not load back")?;
     write_atomically(&out, text.as_bytes())?;
     println!(
-        "\nchosen: threshold {} (disagreement {}/{n}, p-value {:.3}; avg layers {:.2}, pruning {:.1}%); wrote {}",
+        "\nchosen: threshold {}, min layer {} (disagreement {}/{} on test prompts, p-value {:.3}; avg layers {best_layers:.2}, pruning {:.1}%); wrote {}",
         best.threshold,
-        best.disagreements,
+        best.min_layer.max(1),
+        best_trial.disagreements,
+        best_trial.prompts,
         certified.p_values[chosen],
-        best.avg_layers,
-        100.0 * best.pruning_ratio,
+        100.0 * (1.0 - best_layers / layers as f64),
         out.display()
     );
     Ok(())

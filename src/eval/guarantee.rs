@@ -73,6 +73,29 @@ pub fn fixed_sequence(trials: &[Trial], epsilon: f64, delta: f64) -> Certified {
     }
 }
 
+/// Pareto testing (arXiv 2210.07913) for rules with several parameters: the candidates that no
+/// other beats on both risk and layers, measured on a selection half of the prompts, ordered
+/// safest (most layers) first — the sequence then tested on the other half.
+pub fn pareto_front(risk_and_layers: &[(f64, f64)]) -> Vec<usize> {
+    let dominated = |i: usize| {
+        let (r, l) = risk_and_layers[i];
+        risk_and_layers
+            .iter()
+            .any(|&(r2, l2)| r2 <= r && l2 <= l && (r2 < r || l2 < l))
+    };
+    let mut front: Vec<usize> = (0..risk_and_layers.len())
+        .filter(|&i| !dominated(i))
+        .collect();
+    front.sort_by(|&a, &b| {
+        let (ra, la) = risk_and_layers[a];
+        let (rb, lb) = risk_and_layers[b];
+        lb.total_cmp(&la).then(ra.total_cmp(&rb)).then(a.cmp(&b))
+    });
+    // Equal points keep one representative, so the test sequence has no repeats.
+    front.dedup_by(|a, b| risk_and_layers[*a] == risk_and_layers[*b]);
+    front
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +120,20 @@ mod tests {
         assert_eq!(min_prompts(0.01, 0.1), 230);
         assert!(binomial_p_value(0, 229, 0.01) > 0.1);
         assert!(binomial_p_value(0, 230, 0.01) <= 0.1);
+    }
+
+    #[test]
+    fn the_front_keeps_the_undominated_rules_safest_first() {
+        // (risk, layers): 2 is dominated by 1 (same risk, more layers), 4 by 3.
+        let points = [
+            (0.0, 30.0),
+            (0.01, 25.0),
+            (0.01, 27.0),
+            (0.05, 10.0),
+            (0.06, 12.0),
+        ];
+        assert_eq!(pareto_front(&points), vec![0, 1, 3]);
+        assert_eq!(pareto_front(&[(0.0, 5.0), (0.0, 5.0)]), vec![0]);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`competence`]: whether dense is good enough on a task for agreement figures to mean anything;
 //! - [`run`]: one evaluation end to end; [`report`]: JSON and Markdown;
 //! - [`sweep`]: threshold sweeps (accuracy-vs-pruning curve, `calibrate`); [`guarantee`]: the
-//!   Learn-then-Test test `calibrate` certifies a rule with; [`plots`]: SVG figures;
+//!   Learn-then-Test test `calibrate` certifies a rule with; [`replay`]: rules judged on recorded
+//!   passes; [`plots`]: SVG figures;
 //! - [`bench`]: dense prefill / decode throughput, ours beside stock mistral.rs; [`peers`]:
 //!   llama.cpp's llama-bench on the same GGUF file, and peak memory.
 
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod peers;
 pub mod plots;
 pub mod prompts;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod sweep;

@@ -22,18 +22,9 @@ pub struct SweepPoint {
     pub pruning_ratio: f64,
     pub flops_ratio: f64,
     pub agreement_with_dense: f64,
-    /// Prompts whose answer differed from dense, of `prompts`: what the guarantee is tested on.
+    /// Prompts whose answer differed from dense, of `prompts`.
     pub disagreements: usize,
     pub prompts: usize,
-}
-
-impl SweepPoint {
-    pub fn trial(&self) -> super::guarantee::Trial {
-        super::guarantee::Trial {
-            disagreements: self.disagreements,
-            prompts: self.prompts,
-        }
-    }
 }
 
 /// Thresholds tried when the user gives none: probability-like for the threshold rules and
@@ -127,15 +118,6 @@ pub fn sweep(
     Ok(points)
 }
 
-/// The points ordered from safest to most aggressive — by threshold, highest first (a higher
-/// threshold exits at the same layer or later on every prompt) — as fixed-sequence testing
-/// needs them: an order fixed before the disagreements are looked at.
-pub fn safest_first(points: &[SweepPoint]) -> Vec<&SweepPoint> {
-    let mut ordered: Vec<&SweepPoint> = points.iter().collect();
-    ordered.sort_by(|a, b| b.threshold.total_cmp(&a.threshold));
-    ordered
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,17 +133,6 @@ mod tests {
             disagreements: ((1.0 - agreement) * 200.0).round() as usize,
             prompts: 200,
         }
-    }
-
-    #[test]
-    fn points_are_tested_from_the_highest_threshold_down() {
-        let points = [
-            point(0.2, 3.0, 0.90),
-            point(0.8, 9.0, 1.0),
-            point(0.5, 6.0, 0.995),
-        ];
-        let order: Vec<f64> = safest_first(&points).iter().map(|p| p.threshold).collect();
-        assert_eq!(order, vec![0.8, 0.5, 0.2]);
     }
 
     #[test]
