@@ -45,6 +45,9 @@ run eval-sst2-mistralrs eval --config $C --task sst2 --arms dense,adaptive,mistr
 run calibrate-sst2 calibrate --config $C --task sst2 --budget 0.01 --confidence 0.9 --limit 400 \
   --thresholds 0.3,0.4,0.5,0.6,0.7,0.8,0.9 --out "${TMPDIR:-/tmp}/sst2-calibrated.toml"
 run eval-sst2-calibrated eval --config "${TMPDIR:-/tmp}/sst2-calibrated.toml" --task sst2 --arms dense,adaptive
+run calibrate-sst2-min-layer calibrate --config $C --task sst2 --budget 0.01 --confidence 0.9 --limit 1000 \
+  --thresholds 0.3,0.4,0.5,0.6,0.7,0.8,0.9 --min-layers 1,3,5,7 --out "${TMPDIR:-/tmp}/sst2-calibrated-2.toml"
+run eval-sst2-calibrated-min-layer eval --config "${TMPDIR:-/tmp}/sst2-calibrated-2.toml" --task sst2 --arms dense,adaptive
 
 # Generation modes (#5), one thread so the per-token work is what is compared.
 export RAYON_NUM_THREADS=1
