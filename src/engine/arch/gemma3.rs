@@ -3,7 +3,7 @@
 //! around both branches; Gemma's `(1 + w)` RMSNorm; embeddings scaled by √hidden; GELU (tanh)
 //! gated MLP; `query_pre_attn_scalar` for the score scale; tied head.
 
-use super::{attention_of_layer, head_matrix, Family, ModelParts, Ropes};
+use super::{attention_of_layer, gated_mlp, head_matrix, projections, Family, ModelParts, Ropes};
 use crate::engine::config::{
     positive, Activation, LayerType, ModelConfig, OneOrMany, RawRope, RopeConfig, RopeScaling,
 };
@@ -11,14 +11,15 @@ use crate::engine::gguf::GgufFile;
 use crate::engine::layers::block::{Block, SequentialBlock};
 use crate::engine::layers::embedding::Embedding;
 use crate::engine::layers::head::LmHead;
-use crate::engine::layers::linear::linear;
-use crate::engine::layers::mlp::Mlp;
 use crate::engine::layers::norm::Norm;
 use crate::engine::weights::WeightSource;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::Value as GgufValue;
 use serde::Deserialize;
 use std::collections::HashMap;
+
+/// HF names of a block's attention projections.
+const PROJECTIONS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
 #[derive(Debug)]
 pub struct Gemma3;
@@ -204,20 +205,14 @@ impl Family for Gemma3 {
     }
 
     fn build(&self, weights: &dyn WeightSource, c: &ModelConfig) -> Result<ModelParts> {
-        let (h, i, d, eps) = (c.hidden_size, c.intermediate_size, c.head_dim, c.norm_eps);
-        let (q, kv) = (c.num_attention_heads * d, c.num_key_value_heads * d);
+        let (h, d, eps) = (c.hidden_size, c.head_dim, c.norm_eps);
         let norm = |name: &str, dim: usize| Norm::rms_one_plus(weights, name, dim, eps);
         let ropes = Ropes::new(c, weights)?;
         let blocks = (0..c.num_hidden_layers)
             .map(|index| {
                 let p = format!("model.layers.{index}");
                 let attn = format!("{p}.self_attn");
-                let projections = [
-                    linear(weights, &attn, "q_proj", h, q, false)?,
-                    linear(weights, &attn, "k_proj", h, kv, false)?,
-                    linear(weights, &attn, "v_proj", h, kv, false)?,
-                    linear(weights, &attn, "o_proj", q, h, false)?,
-                ];
+                let projections = projections(weights, c, &attn, PROJECTIONS, false, false)?;
                 let attention = attention_of_layer(c, index, projections, &ropes)?.with_qk_norms(
                     norm(&format!("{attn}.q_norm"), d)?,
                     norm(&format!("{attn}.k_norm"), d)?,
@@ -228,13 +223,7 @@ impl Family for Gemma3 {
                     attention,
                     attention_out_norm: Some(norm(&format!("{p}.post_attention_layernorm"), h)?),
                     mlp_norm: norm(&format!("{p}.pre_feedforward_layernorm"), h)?,
-                    mlp: Mlp::gated(
-                        linear(weights, &mlp, "gate_proj", h, i, false)?,
-                        linear(weights, &mlp, "up_proj", h, i, false)?,
-                        linear(weights, &mlp, "down_proj", i, h, false)?,
-                        i,
-                        c.activation,
-                    )?,
+                    mlp: gated_mlp(weights, c, &mlp)?,
                     mlp_out_norm: Some(norm(&format!("{p}.post_feedforward_layernorm"), h)?),
                 };
                 Ok(Box::new(block) as Box<dyn Block>)

@@ -2,7 +2,9 @@
 //! GPT-J's interleaved rotary on the first `rotary_dim` features of each head, GELU (tanh),
 //! an untied head with a bias. Safetensors only.
 
-use super::{attention_of_layer, head_matrix, uniform_layers, Family, ModelParts, Ropes};
+use super::{
+    attention_of_layer, head_matrix, projections, uniform_layers, Family, ModelParts, Ropes,
+};
 use crate::engine::config::{
     positive, Activation, ModelConfig, OneOrMany, RopeConfig, RopeScaling,
 };
@@ -83,12 +85,8 @@ impl Family for GptJ {
             .map(|index| {
                 let p = format!("transformer.h.{index}");
                 let attn = format!("{p}.attn");
-                let projections = [
-                    linear(weights, &attn, "q_proj", h, h, false)?,
-                    linear(weights, &attn, "k_proj", h, h, false)?,
-                    linear(weights, &attn, "v_proj", h, h, false)?,
-                    linear(weights, &attn, "out_proj", h, h, false)?,
-                ];
+                let names = ["q_proj", "k_proj", "v_proj", "out_proj"];
+                let projections = projections(weights, c, &attn, names, false, false)?;
                 let mlp = format!("{p}.mlp");
                 let block = ParallelBlock {
                     norm: Norm::layer(weights, &format!("{p}.ln_1"), h, eps)?,

@@ -1,18 +1,21 @@
 //! Llama, and the families that are Llama with options: Mistral (sliding window) and Qwen2
 //! (q/k/v biases). Pre-norm RMSNorm blocks, SiLU-gated MLP, half-split rotary, GQA.
 
-use super::{attention_of_layer, uniform_layers, Family, ModelParts, Ropes};
+use super::{
+    attention_of_layer, gated_mlp, projections, uniform_layers, Family, ModelParts, Ropes,
+};
 use crate::engine::config::{positive, Activation, ModelConfig, OneOrMany, RawRope, RopeConfig};
 use crate::engine::gguf::GgufFile;
 use crate::engine::layers::block::{Block, SequentialBlock};
 use crate::engine::layers::embedding::Embedding;
 use crate::engine::layers::head::LmHead;
-use crate::engine::layers::linear::linear;
-use crate::engine::layers::mlp::Mlp;
 use crate::engine::layers::norm::Norm;
 use crate::engine::weights::WeightSource;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+
+/// HF names of a block's attention projections.
+const PROJECTIONS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
 
 #[derive(Debug)]
 pub struct Llama;
@@ -179,30 +182,15 @@ impl Family for Llama {
     }
 
     fn build(&self, weights: &dyn WeightSource, c: &ModelConfig) -> Result<ModelParts> {
-        let (h, i) = (c.hidden_size, c.intermediate_size);
-        let (q, kv) = (
-            c.num_attention_heads * c.head_dim,
-            c.num_key_value_heads * c.head_dim,
-        );
+        let h = c.hidden_size;
         let ropes = Ropes::new(c, weights)?;
         let blocks = (0..c.num_hidden_layers)
             .map(|index| {
                 let p = format!("model.layers.{index}");
                 let attn = format!("{p}.self_attn");
-                let projections = [
-                    linear(weights, &attn, "q_proj", h, q, c.qkv_bias)?,
-                    linear(weights, &attn, "k_proj", h, kv, c.qkv_bias)?,
-                    linear(weights, &attn, "v_proj", h, kv, c.qkv_bias)?,
-                    // Llama's `attention_bias` covers o_proj too; Qwen2's biases stop at v.
-                    linear(
-                        weights,
-                        &attn,
-                        "o_proj",
-                        q,
-                        h,
-                        weights.contains(&format!("{attn}.o_proj.bias")),
-                    )?,
-                ];
+                // Llama's `attention_bias` covers o_proj too; Qwen2's biases stop at v.
+                let o_bias = weights.contains(&format!("{attn}.o_proj.bias"));
+                let projections = projections(weights, c, &attn, PROJECTIONS, c.qkv_bias, o_bias)?;
                 let mlp = format!("{p}.mlp");
                 let block = SequentialBlock {
                     attention_norm: Norm::rms(
@@ -219,13 +207,7 @@ impl Family for Llama {
                         h,
                         c.norm_eps,
                     )?,
-                    mlp: Mlp::gated(
-                        linear(weights, &mlp, "gate_proj", h, i, false)?,
-                        linear(weights, &mlp, "up_proj", h, i, false)?,
-                        linear(weights, &mlp, "down_proj", i, h, false)?,
-                        i,
-                        c.activation,
-                    )?,
+                    mlp: gated_mlp(weights, c, &mlp)?,
                     mlp_out_norm: None,
                 };
                 Ok(Box::new(block) as Box<dyn Block>)

@@ -20,7 +20,8 @@ use super::layers::attention::{Attention, Heads};
 use super::layers::block::Block;
 use super::layers::embedding::Embedding;
 use super::layers::head::LmHead;
-use super::layers::linear::Linear;
+use super::layers::linear::{linear, Linear};
+use super::layers::mlp::Mlp;
 use super::rope::Rope;
 use super::weights::WeightSource;
 use anyhow::{bail, Context, Result};
@@ -184,6 +185,42 @@ pub(crate) fn attention_of_layer(
         ropes.of_layer(c, index),
         c.attention_scale,
         c.window_of_layer(index),
+    )
+}
+
+/// Block attention's q, k, v and o projections under `prefix`, named `names` (`q_proj`, …),
+/// sized by the config's heads.
+pub(crate) fn projections(
+    weights: &dyn WeightSource,
+    c: &ModelConfig,
+    prefix: &str,
+    names: [&str; 4],
+    qkv_bias: bool,
+    o_bias: bool,
+) -> Result<[Linear; 4]> {
+    let (h, q, kv) = (
+        c.hidden_size,
+        c.num_attention_heads * c.head_dim,
+        c.num_key_value_heads * c.head_dim,
+    );
+    let [qn, kn, vn, on] = names;
+    Ok([
+        linear(weights, prefix, qn, h, q, qkv_bias)?,
+        linear(weights, prefix, kn, h, kv, qkv_bias)?,
+        linear(weights, prefix, vn, h, kv, qkv_bias)?,
+        linear(weights, prefix, on, q, h, o_bias)?,
+    ])
+}
+
+/// The SiLU / GELU-gated MLP (`gate_proj`, `up_proj`, `down_proj`, no biases) under `prefix`.
+pub(crate) fn gated_mlp(weights: &dyn WeightSource, c: &ModelConfig, prefix: &str) -> Result<Mlp> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    Mlp::gated(
+        linear(weights, prefix, "gate_proj", h, i, false)?,
+        linear(weights, prefix, "up_proj", h, i, false)?,
+        linear(weights, prefix, "down_proj", i, h, false)?,
+        i,
+        c.activation,
     )
 }
 

@@ -1,7 +1,9 @@
 //! OPT (the AdaInfer paper's second family): learned positions (row `p + 2`), pre-LayerNorm
 //! blocks with biases everywhere, ReLU MLP, tied head. Safetensors only (llama.cpp has no OPT).
 
-use super::{attention_of_layer, head_matrix, uniform_layers, Family, ModelParts, Ropes};
+use super::{
+    attention_of_layer, head_matrix, projections, uniform_layers, Family, ModelParts, Ropes,
+};
 use crate::engine::config::{positive, Activation, ModelConfig, OneOrMany};
 use crate::engine::layers::block::{Block, SequentialBlock};
 use crate::engine::layers::embedding::{Embedding, LearnedPositions};
@@ -99,12 +101,8 @@ impl Family for Opt {
             .map(|index| {
                 let p = format!("model.decoder.layers.{index}");
                 let attn = format!("{p}.self_attn");
-                let projections = [
-                    linear(weights, &attn, "q_proj", h, h, bias)?,
-                    linear(weights, &attn, "k_proj", h, h, bias)?,
-                    linear(weights, &attn, "v_proj", h, h, bias)?,
-                    linear(weights, &attn, "out_proj", h, h, bias)?,
-                ];
+                let names = ["q_proj", "k_proj", "v_proj", "out_proj"];
+                let projections = projections(weights, c, &attn, names, bias, bias)?;
                 let block = SequentialBlock {
                     attention_norm: Norm::layer(
                         weights,
