@@ -237,7 +237,7 @@ fn calibrate_writes_a_certified_config_that_loads_back_and_guards_its_model() {
     ]);
     assert!(ok, "{err}");
     assert!(
-        stdout.contains("Pareto front of 4 rules chosen on 5 prompts, tested on the other 5"),
+        stdout.contains("over 4 rules ordered on 5 prompts, tested on the other 5"),
         "{stdout}"
     );
     let config = adainfer::plugin::PluginConfig::load(&out_path, &[]).unwrap();

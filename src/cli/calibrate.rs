@@ -1,6 +1,6 @@
 use super::eval::{parse_list, progress};
 use super::{PluginArgs, TaskArgs};
-use adainfer::eval::guarantee::{fixed_sequence, min_prompts, pareto_front, Trial};
+use adainfer::eval::guarantee::{fixed_sequence, min_prompts, selection_order, Trial};
 use adainfer::eval::replay::{self, Replayed};
 use adainfer::eval::run;
 use adainfer::eval::sweep::{default_thresholds, with_threshold};
@@ -36,8 +36,8 @@ pub struct Args {
     #[arg(long)]
     thresholds: Option<String>,
     /// Comma-separated minimum exit layers to try with every threshold (default: the config's
-    /// `[limits] min_layer` only). More than one makes the rule two-parameter: the candidates'
-    /// Pareto front is chosen on half of the prompts and tested on the other half.
+    /// `[limits] min_layer` only). More than one makes the rule two-parameter: the test order is
+    /// fixed on half of the prompts and the rules are tested on the other half.
     #[arg(long)]
     min_layers: Option<String>,
     /// Seed of the selection / test split (two-parameter rules).
@@ -139,7 +139,7 @@ pub fn run(a: Args) -> Result<()> {
         None => vec![config.limits.min_layer],
     };
     with_threshold(&config, 0.5)?; // fail early on a static policy, before loading anything
-    let spec = a.task.spec(&a.split, Some(a.limit))?;
+    let spec = a.task.spec(&a.split, Some(a.limit), None)?;
     let engine = load_engine(&config, a.model.as_deref())?;
     let layers = engine.model.num_layers();
     if let Some(&m) = min_layers.iter().find(|&&m| m > layers) {
@@ -185,7 +185,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     // The test order, fixed before the test prompts are looked at: by threshold from the highest
-    // (one parameter), or the selection half's Pareto front from the most layers down.
+    // (one parameter), or by the selection half's risk, then layers (two parameters).
     let sequence: Vec<usize> = if two_parameter {
         let measured: Vec<(f64, f64)> = candidates
             .iter()
@@ -194,7 +194,7 @@ pub fn run(a: Args) -> Result<()> {
                 (t.disagreements as f64 / t.prompts as f64, l)
             })
             .collect();
-        pareto_front(&measured)
+        selection_order(&measured)
     } else {
         let mut by_threshold: Vec<usize> = (0..candidates.len()).collect();
         by_threshold.sort_by(|&x, &y| candidates[y].threshold.total_cmp(&candidates[x].threshold));
@@ -205,6 +205,16 @@ pub fn run(a: Args) -> Result<()> {
         .map(|&i| candidates[i].on(&test).0)
         .collect();
     let certified = fixed_sequence(&trials, epsilon, delta);
+    // Every rule before the first failure is certified: keep the one that runs the fewest layers.
+    let all: Vec<usize> = (0..n).collect();
+    let chosen = certified.chosen.map(|last| {
+        (0..=last)
+            .min_by(|&x, &y| {
+                let layers = |k: usize| candidates[sequence[k]].on(&all).1;
+                layers(x).total_cmp(&layers(y)).then(y.cmp(&x))
+            })
+            .expect("at least one rule passed")
+    });
     println!(
         "{kind} on {} {:?} rows ({n} prompts, {}-shot, {} prompts): certify ≤ {:.1}% disagreement with \
          dense with probability ≥ {:.0}% (Learn-then-Test, fixed sequence{})\n",
@@ -216,7 +226,7 @@ pub fn run(a: Args) -> Result<()> {
         100.0 * a.confidence,
         if two_parameter {
             format!(
-                " along the Pareto front of {} rules chosen on {} prompts, tested on the other {}",
+                " over {} rules ordered on {} prompts, tested on the other {}",
                 candidates.len(),
                 select.len(),
                 test.len()
@@ -227,16 +237,22 @@ pub fn run(a: Args) -> Result<()> {
     );
     println!("| threshold | min layer | accuracy | avg layers | pruning ratio | disagreements (test) | p-value (risk > ε) | |");
     println!("|---|---|---|---|---|---|---|---|");
-    let all: Vec<usize> = (0..n).collect();
+    let passed = certified.chosen.map_or(0, |last| last + 1);
     for (i, (&c, pv)) in sequence.iter().zip(&certified.p_values).enumerate() {
         let c = &candidates[c];
-        let verdict = match certified.chosen {
-            Some(k) if i < k => "passed",
-            Some(k) if i == k => "**chosen**",
-            Some(k) if i == k + 1 => "failed: the walk stops",
-            None if i == 0 => "failed: the walk stops",
-            _ => "not tested",
+        let verdict = if Some(i) == chosen {
+            "**chosen**"
+        } else if i < passed {
+            "passed"
+        } else if i == passed {
+            "failed: the walk stops"
+        } else {
+            "not tested"
         };
+        if i > passed + 4 {
+            println!("| … {} more not tested | | | | | | | |", sequence.len() - i);
+            break;
+        }
         let (t, _) = c.on(&test);
         let (_, avg) = c.on(&all);
         println!(
@@ -249,7 +265,7 @@ pub fn run(a: Args) -> Result<()> {
             t.prompts,
         );
     }
-    let Some(chosen) = certified.chosen else {
+    let Some(chosen) = chosen else {
         let first = &candidates[sequence[0]];
         bail!(
             "no rule could be certified: the safest one tried (threshold {}, min layer {}) disagreed with \
@@ -276,6 +292,7 @@ pub fn run(a: Args) -> Result<()> {
         task: spec.task.name().to_string(),
         split: format!("{:?}", spec.split).to_lowercase(),
         shots: spec.shots,
+        seed: spec.seed,
         prompt_format: spec.prompt_format.name().to_string(),
         label_scoring: spec.label_scoring,
         features: config.features.names.clone(),

@@ -138,7 +138,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("unknown --format {:?} (expected json or md)", a.format);
     }
     let config = a.plugin.load()?;
-    let mut spec = a.task.spec(&a.split, a.limit)?;
+    let mut spec = a.task.spec(&a.split, a.limit, config.as_ref())?;
     spec.max_new_tokens = a.max_new_tokens;
     let engine = load_engine(config.as_ref(), a.model.as_ref(), &a.dtype, &a.device)?;
     let default_arms = if config.is_some() {

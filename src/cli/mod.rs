@@ -163,35 +163,67 @@ pub struct TaskArgs {
     /// sst2, agnews, mmlu, csqa or squad.
     #[arg(long)]
     pub task: String,
-    /// In-context demonstrations per prompt.
-    #[arg(long, default_value_t = 0)]
-    pub shots: usize,
-    /// Seed of the demonstration draw.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// In-context demonstrations per prompt (default: a calibrated config's, else 0).
+    #[arg(long)]
+    pub shots: Option<usize>,
+    /// Seed of the demonstration draw (default: a calibrated config's, else 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Score among the task's label tokens instead of the full vocabulary.
     #[arg(long)]
     pub label_scoring: bool,
     /// qa (the paper's `Q: {x}\nA:`) or chat (the model's chat template: an instruction, the
-    /// demonstrations as earlier turns, then the query).
-    #[arg(long, default_value = "qa")]
-    pub prompt_format: String,
+    /// demonstrations as earlier turns, then the query). Default: a calibrated config's, else qa.
+    #[arg(long)]
+    pub prompt_format: Option<String>,
     /// Dataset directory (default ../shared/data or $ADAINFER_DATA).
     #[arg(long)]
     pub data: Option<PathBuf>,
 }
 
 impl TaskArgs {
-    /// The evaluation of `split`'s first `limit` rows (all without a limit).
-    pub fn spec(&self, split: &str, limit: Option<usize>) -> Result<adainfer::eval::run::EvalSpec> {
+    /// The evaluation of `split`'s first `limit` rows (all without a limit). Prompt settings not
+    /// given default to those a calibrated config was certified with; settings that differ from
+    /// them are pointed out, since the guarantee then does not cover the run.
+    pub fn spec(
+        &self,
+        split: &str,
+        limit: Option<usize>,
+        config: Option<&adainfer::plugin::PluginConfig>,
+    ) -> Result<adainfer::eval::run::EvalSpec> {
+        use adainfer::eval::prompts::PromptFormat;
         let task = adainfer::eval::tasks::Task::parse(&self.task)?;
+        let record = config
+            .and_then(|c| c.calibration.as_ref())
+            .filter(|r| r.task == task.name());
         let mut spec = adainfer::eval::run::EvalSpec::new(task);
         spec.split = adainfer::eval::tasks::Split::parse(split)?;
-        spec.shots = self.shots;
+        spec.shots = self.shots.or(record.map(|r| r.shots)).unwrap_or(0);
         spec.limit = limit;
-        spec.seed = self.seed;
-        spec.label_scoring = self.label_scoring;
-        spec.prompt_format = adainfer::eval::prompts::PromptFormat::parse(&self.prompt_format)?;
+        spec.seed = self.seed.or(record.map(|r| r.seed)).unwrap_or(0);
+        spec.label_scoring = self.label_scoring || record.is_some_and(|r| r.label_scoring);
+        spec.prompt_format = match (&self.prompt_format, record) {
+            (Some(name), _) => PromptFormat::parse(name)?,
+            (None, Some(r)) => PromptFormat::parse(&r.prompt_format)?,
+            (None, None) => PromptFormat::Qa,
+        };
+        if let Some(r) = record {
+            let certified = (r.shots, r.seed, r.prompt_format.as_str(), r.label_scoring);
+            let this = (
+                spec.shots,
+                spec.seed,
+                spec.prompt_format.name(),
+                spec.label_scoring,
+            );
+            if certified != this {
+                eprintln!(
+                    "note: this config was certified on {}-shot (seed {}) {} prompts, label scoring {}; \
+                     this run uses {}-shot (seed {}) {} prompts, label scoring {}: its guarantee does not cover them",
+                    r.shots, r.seed, r.prompt_format, r.label_scoring,
+                    spec.shots, spec.seed, spec.prompt_format.name(), spec.label_scoring
+                );
+            }
+        }
         if let Some(dir) = &self.data {
             spec.data_dir = dir.clone();
         }

@@ -217,6 +217,8 @@ pub struct CalibrationRecord {
     pub task: String,
     pub split: String,
     pub shots: usize,
+    /// Seed of the demonstration draw.
+    pub seed: u64,
     /// `qa` or `chat` (`eval --prompt-format`).
     pub prompt_format: String,
     pub label_scoring: bool,
