@@ -22,8 +22,18 @@ run() { # name, then the adainfer arguments
 
 # The quick start's main job on the real model (#11 item 7).
 G=$(scripts/fetch-smollm2.sh)
-run quickstart-smollm2-sst2-5shot eval --config plugin-configs/smollm2-135m-instruct-gap_threshold.toml \
-  --model "$G" --task sst2 --shots 5 --label-scoring --limit 100
+run quickstart-smollm2-sst2-5shot eval --config plugin-configs/smollm2-135m-instruct-sst2.toml \
+  --model "$G" --task sst2 --limit 100
+# Where SmolLM2 is competent on SST-2, and the certified config for it (#13).
+mkdir -p "$out/smollm2-competence"
+for v in "qa-0:" "qa-5-s0:--shots 5 --seed 0" "qa-5-s1:--shots 5 --seed 1" "qa-5-s2:--shots 5 --seed 2"; do
+  name=${v%%:*}; flags=${v#*:}
+  # shellcheck disable=SC2086
+  "$bin" eval --model "$G" --task sst2 --label-scoring --limit 300 --arms dense,oracle --format json $flags \
+    > "$out/smollm2-competence/sst2-$name.json"
+done
+run eval-smollm2-sst2-certified eval --config plugin-configs/smollm2-135m-instruct-sst2.toml --model "$G" \
+  --task sst2 --limit 300 --arms dense,adaptive,oracle
 # GGUF speed against llama.cpp (its llama-bench, built by ../shared/tools) and mistral.rs (#11 item 5).
 LB="$(../shared/tools/build-llama-cpp.sh | tail -1)/llama-bench"
 run bench-smollm2-gguf-llama-cpp bench --model "$G" --llama-bench "$LB" --no-mistralrs
