@@ -122,19 +122,6 @@ pub fn sweep(
 mod tests {
     use super::*;
 
-    fn point(threshold: f64, avg_layers: f64, agreement: f64) -> SweepPoint {
-        SweepPoint {
-            threshold,
-            accuracy: 0.0,
-            avg_layers,
-            pruning_ratio: 1.0 - avg_layers / 12.0,
-            flops_ratio: 0.0,
-            agreement_with_dense: agreement,
-            disagreements: ((1.0 - agreement) * 200.0).round() as usize,
-            prompts: 200,
-        }
-    }
-
     #[test]
     fn static_policies_have_no_threshold() {
         assert!(default_thresholds("unified_skip").is_err());
