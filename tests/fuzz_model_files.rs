@@ -1,5 +1,5 @@
-//! A seeded mutation fuzzer over the model files users download from strangers: GGUF files,
-//! safetensors files and `config.json`. Every mutant must load or fail with an error — never
+//! A seeded mutation fuzzer over the files users hand us: GGUF files, safetensors files and
+//! `config.json` (downloaded from strangers), and plugin configs and classifier files. Every mutant must load or fail with an error — never
 //! panic, abort, or allocate by an unchecked field. The mutants run in a child process under a
 //! 4 GiB address-space cap (`ulimit -v`), so an allocation sized by a hostile count kills the
 //! child and fails the test, naming the case.
@@ -194,6 +194,110 @@ fn fuzz_config(rng: &mut StdRng, n: usize) -> usize {
         let what = format!("config case {case}: {key} = {value}");
         eprintln!("{what}");
         panics += usize::from(!must_not_panic(&dir, &what));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+    panics
+}
+
+/// A hostile TOML value for a plugin-config line.
+const TOML_VALUES: [&str; 12] = [
+    "-1",
+    "1e400",
+    "nan",
+    "inf",
+    "99999999999999999999",
+    "\"x\"",
+    "true",
+    "[",
+    "[1, 2]",
+    "{ a = 1 }",
+    "\"/\"",
+    "\"../../../../etc/passwd\"",
+];
+
+/// Plugin configs (a value replaced, a line dropped, duplicated or added) and their classifier
+/// files (byte mutations), each built into a hook on the vendored model.
+fn fuzz_plugin_files(rng: &mut StdRng, n: usize) -> usize {
+    let dir = scratch("plugin");
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugin-configs");
+    std::fs::create_dir_all(dir.join("classifiers")).unwrap();
+    let classifiers: Vec<PathBuf> = std::fs::read_dir(shipped.join("classifiers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let configs: Vec<String> = ["svm", "logistic", "gap_threshold", "unified_skip"]
+        .iter()
+        .map(|k| {
+            let text =
+                std::fs::read_to_string(shipped.join(format!("tiny-llama-sst2-agnews-{k}.toml")))
+                    .unwrap();
+            // The copy lives elsewhere: point it at the vendored model by absolute path.
+            let model = common::task_model();
+            text.lines()
+                .map(|l| {
+                    if l.starts_with("path = ") {
+                        format!("path = {:?}", model.display().to_string())
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect();
+    let engine = Engine::load(&common::task_model(), &LoadOptions::default()).unwrap();
+    let path = dir.join("config.toml");
+    let mut panics = 0;
+    for case in 0..n {
+        for c in &classifiers {
+            std::fs::copy(c, dir.join("classifiers").join(c.file_name().unwrap())).unwrap();
+        }
+        let mut lines: Vec<String> = configs[rng.random_range(0..configs.len())]
+            .lines()
+            .map(String::from)
+            .collect();
+        let what = match rng.random_range(0..5) {
+            0 | 1 => {
+                let candidates: Vec<usize> = (0..lines.len())
+                    .filter(|&i| lines[i].contains(" = "))
+                    .collect();
+                let i = candidates[rng.random_range(0..candidates.len())];
+                let key = lines[i].split(" = ").next().unwrap().to_string();
+                let value = TOML_VALUES[rng.random_range(0..TOML_VALUES.len())];
+                lines[i] = format!("{key} = {value}");
+                format!("{key} = {value}")
+            }
+            2 => {
+                let i = rng.random_range(0..lines.len());
+                format!("line {i} dropped: {:?}", lines.remove(i))
+            }
+            3 => {
+                let i = rng.random_range(0..lines.len());
+                lines.insert(i, "bogus_key = 1".into());
+                format!("unknown key at line {i}")
+            }
+            _ => {
+                let c = &classifiers[rng.random_range(0..classifiers.len())];
+                let good = std::fs::read(c).unwrap();
+                let (m, bytes) = mutate(&good, good.len(), rng);
+                std::fs::write(dir.join("classifiers").join(c.file_name().unwrap()), bytes)
+                    .unwrap();
+                format!("{}: {m}", c.file_name().unwrap().to_string_lossy())
+            }
+        };
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let what = format!("plugin case {case}: {what}");
+        eprintln!("{what}");
+        // The engine is only read; a panic mid-build cannot leave it half-changed.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Ok(config) = adainfer::plugin::PluginConfig::load(&path, &[]) {
+                let _ = adainfer::plugin::AdaInfer::from_config(&config, &engine);
+            }
+        }));
+        if result.is_err() {
+            eprintln!("PANIC on {what}");
+            panics += 1;
+        }
     }
     std::fs::remove_dir_all(dir).unwrap();
     panics
