@@ -214,6 +214,59 @@ async fn bad_input_gets_clean_errors_and_the_server_keeps_serving() {
             "gpt-4",
         ),
         ("GET", "/v1/nothing", Vec::new(), 404, "no such endpoint"),
+        // Absurd values (issue #14): each a 4xx naming the problem, on the chat endpoint so the
+        // completions counters below stay as they are.
+        (
+            "POST",
+            chat,
+            br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":-1}"#.to_vec(),
+            400,
+            "max_tokens",
+        ),
+        (
+            "POST",
+            chat,
+            br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1000000000000}"#.to_vec(),
+            400,
+            "max_tokens",
+        ),
+        (
+            "POST",
+            chat,
+            br#"{"messages":[{"role":"user","content":"hi"}],"n":100000}"#.to_vec(),
+            400,
+            "n = 1",
+        ),
+        (
+            "POST",
+            chat,
+            format!(
+                r#"{{"messages":[{{"role":"user","content":"hi"}}],"stop":[{}]}}"#,
+                vec![r#""x""#; 10_000].join(",")
+            )
+            .into_bytes(),
+            413,
+            "length limit",
+        ),
+        (
+            "POST",
+            chat,
+            format!(
+                r#"{{"messages":[{{"role":"user","content":"hi"}}],"stop":[{}]}}"#,
+                vec![r#""x""#; 5].join(",")
+            )
+            .into_bytes(),
+            400,
+            "stop",
+        ),
+        (
+            "POST",
+            chat,
+            format!("{}{}", "[".repeat(1500), "]".repeat(1500)).into_bytes(),
+            400,
+            "invalid request body",
+        ),
+        ("POST", chat, Vec::new(), 400, "invalid request body"),
     ];
     for (method, path, body, status, needle) in cases {
         let url = format!("http://{}{path}", server.addr);

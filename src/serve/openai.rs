@@ -129,8 +129,16 @@ pub fn parse(
     endpoint: Endpoint,
     rules: &RequestRules,
 ) -> Result<ValidRequest, ApiError> {
-    let body: CompletionBody = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    // The path names the field a bad value sits in (`max_tokens: invalid value: integer -1`).
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let body: CompletionBody = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let detail = e.into_inner();
+        match path.as_str() {
+            "" | "." => ApiError::bad_request(format!("invalid request body: {detail}")),
+            field => ApiError::bad_request(format!("invalid request body: `{field}`: {detail}")),
+        }
+    })?;
     check(body, endpoint, rules)
 }
 
