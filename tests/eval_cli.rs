@@ -18,6 +18,13 @@ fn eval_json_with(args: &[&str]) -> Value {
     common::run_json(&all)
 }
 
+/// Run `adainfer args`, which must fail; its stderr.
+fn refused(args: &[&str]) -> String {
+    let (ok, out, err) = common::adainfer(args);
+    assert!(!ok, "adainfer {args:?} should have failed: {out}");
+    err
+}
+
 fn num(v: &Value, key: &str) -> f64 {
     v[key]
         .as_f64()
@@ -87,7 +94,7 @@ fn label_scoring_never_loses_to_full_vocab_and_few_shot_runs() {
 #[test]
 fn bad_arguments_are_named() {
     let model = common::task_model();
-    let (ok, _, err) = common::adainfer(&[
+    let err = refused(&[
         "eval",
         "--model",
         model.to_str().unwrap(),
@@ -96,7 +103,6 @@ fn bad_arguments_are_named() {
         "--arms",
         "dense,bogus",
     ]);
-    assert!(!ok);
     assert!(err.contains("bogus"), "{err}");
 }
 
@@ -185,7 +191,7 @@ fn calibrate_writes_a_certified_config_that_loads_back_and_guards_its_model() {
     assert!(num(&doc["arms"]["adaptive"], "avg_layers") <= 12.0);
     // With another model, or another feature set, the guarantee is void: refused, naming why.
     let other = common::shared().join("reference/random-llama");
-    let (ok, _, err) = common::adainfer(&[
+    let err = refused(&[
         "eval",
         "--config",
         out_path.to_str().unwrap(),
@@ -196,12 +202,11 @@ fn calibrate_writes_a_certified_config_that_loads_back_and_guards_its_model() {
         "--limit",
         "2",
     ]);
-    assert!(!ok);
     assert!(
         err.contains("calibrated for another model") && err.contains("num_layers"),
         "{err}"
     );
-    let (ok, _, err) = common::adainfer(&[
+    let err = refused(&[
         "eval",
         "--config",
         out_path.to_str().unwrap(),
@@ -212,7 +217,6 @@ fn calibrate_writes_a_certified_config_that_loads_back_and_guards_its_model() {
         "--limit",
         "2",
     ]);
-    assert!(!ok);
     assert!(err.contains("calibrated with features"), "{err}");
     // Two parameters (threshold × minimum exit layer): the front is picked on half of the
     // prompts and tested on the other half.
@@ -249,7 +253,7 @@ fn calibrate_writes_a_certified_config_that_loads_back_and_guards_its_model() {
 #[test]
 fn calibrate_says_when_the_prompts_cannot_certify_the_budget() {
     // ε = 1 %, δ = 0.1: even a rule that never disagrees needs 230 prompts.
-    let (ok, _, err) = common::adainfer(&[
+    let err = refused(&[
         "calibrate",
         "--config",
         &gap_config(),
@@ -258,7 +262,6 @@ fn calibrate_says_when_the_prompts_cannot_certify_the_budget() {
         "--limit",
         "50",
     ]);
-    assert!(!ok);
     assert!(
         err.contains("230") && err.contains("cannot certify"),
         "{err}"
@@ -267,7 +270,7 @@ fn calibrate_says_when_the_prompts_cannot_certify_the_budget() {
 
 #[test]
 fn calibrate_refuses_a_static_policy() {
-    let (ok, _, err) = common::adainfer(&[
+    let err = refused(&[
         "calibrate",
         "--config",
         &gap_config(),
@@ -276,7 +279,6 @@ fn calibrate_refuses_a_static_policy() {
         "--set",
         "policy.kind=unified_skip",
     ]);
-    assert!(!ok);
     assert!(
         err.contains("unified_skip") && err.contains("threshold"),
         "{err}"
