@@ -32,6 +32,12 @@ for v in "qa-0:" "qa-5-s0:--shots 5 --seed 0" "qa-5-s1:--shots 5 --seed 1" "qa-5
   "$bin" eval --model "$G" --task sst2 --label-scoring --limit 300 --arms dense,oracle --format json $flags \
     > "$out/smollm2-competence/sst2-$name.json"
 done
+for v in "qa-0:" "qa-5-s0:--shots 5 --seed 0"; do
+  name=${v%%:*}; flags=${v#*:}
+  # shellcheck disable=SC2086
+  "$bin" eval --model "$G" --task agnews --label-scoring --limit 300 --arms dense,oracle --format json $flags \
+    > "$out/smollm2-competence/agnews-$name.json"
+done
 run eval-smollm2-sst2-certified eval --config plugin-configs/smollm2-135m-instruct-sst2.toml --model "$G" \
   --task sst2 --limit 300 --arms dense,adaptive,oracle
 # GGUF speed against llama.cpp (its llama-bench, built by ../shared/tools) and mistral.rs (#11 item 5).
