@@ -313,8 +313,10 @@ fn fuzz_child_process() {
     std::panic::set_hook(Box::new(|_| {}));
     let mut rng = StdRng::seed_from_u64(seed());
     let n = cases();
-    let panics =
-        fuzz_gguf(&mut rng, n) + fuzz_safetensors(&mut rng, n) + fuzz_config(&mut rng, n / 3);
+    let panics = fuzz_gguf(&mut rng, n)
+        + fuzz_safetensors(&mut rng, n)
+        + fuzz_config(&mut rng, n / 3)
+        + fuzz_plugin_files(&mut rng, n / 2);
     eprintln!("FUZZ DONE: {panics} panics");
     assert_eq!(panics, 0);
 }
