@@ -553,3 +553,7 @@ fn kind(v: &Value) -> String {
 #[cfg(test)]
 #[path = "tokenizer_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tokenizer_spm_tests.rs"]
+mod spm_tests;
