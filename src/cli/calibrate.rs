@@ -85,34 +85,58 @@ fn tidy_floats(value: &mut toml::Value) {
     }
 }
 
-/// One candidate rule and what it did on every calibration prompt.
+/// What a rule did on a set of prompts: its disagreements with dense and its mean layers.
+fn measure(outcomes: &[Replayed], prompts: &[usize]) -> (Trial, f64) {
+    let disagreements = prompts
+        .iter()
+        .filter(|&&i| !outcomes[i].agrees_with_dense)
+        .count();
+    let layers = prompts
+        .iter()
+        .map(|&i| outcomes[i].layers as f64)
+        .sum::<f64>()
+        / prompts.len().max(1) as f64;
+    let trial = Trial {
+        disagreements,
+        prompts: prompts.len(),
+    };
+    (trial, layers)
+}
+
+/// One candidate rule, measured once: on the test prompts (what the guarantee is tested on),
+/// the selection prompts (what orders two-parameter rules) and all of them (what it costs).
 struct Candidate {
     threshold: f64,
     min_layer: usize,
-    outcomes: Vec<Replayed>,
+    test: Trial,
+    /// (risk, mean layers) on the selection prompts.
+    selected: (f64, f64),
+    avg_layers: f64,
+    accuracy: f64,
 }
 
 impl Candidate {
-    fn on(&self, prompts: &[usize]) -> (Trial, f64) {
-        let disagreements = prompts
-            .iter()
-            .filter(|&&i| !self.outcomes[i].agrees_with_dense)
-            .count();
-        let layers = prompts
-            .iter()
-            .map(|&i| self.outcomes[i].layers as f64)
-            .sum::<f64>()
-            / prompts.len().max(1) as f64;
-        let trial = Trial {
-            disagreements,
-            prompts: prompts.len(),
-        };
-        (trial, layers)
-    }
-
-    fn accuracy(&self) -> f64 {
-        self.outcomes.iter().filter(|o| o.correct).count() as f64
-            / self.outcomes.len().max(1) as f64
+    fn new(
+        threshold: f64,
+        min_layer: usize,
+        outcomes: &[Replayed],
+        select: &[usize],
+        test: &[usize],
+    ) -> Self {
+        let all: Vec<usize> = (0..outcomes.len()).collect();
+        let (on_select, layers_on_select) = measure(outcomes, select);
+        let correct = outcomes.iter().filter(|o| o.correct).count();
+        Self {
+            threshold,
+            min_layer,
+            test: measure(outcomes, test).0,
+            selected: (
+                on_select.disagreements as f64 / on_select.prompts.max(1) as f64,
+                layers_on_select,
+            ),
+            avg_layers: measure(outcomes, &all).1,
+            accuracy: correct as f64 / outcomes.len().max(1) as f64,
+        }
     }
 }
 
@@ -177,40 +201,28 @@ pub fn run(a: Args) -> Result<()> {
             let mut rule = with_threshold(&config, threshold)?;
             rule.limits.min_layer = min_layer;
             let outcomes = replay::replay(&engine, &rule, &traces, &prepared.cases)?;
-            candidates.push(Candidate {
-                threshold,
-                min_layer,
-                outcomes,
-            });
+            candidates.push(Candidate::new(
+                threshold, min_layer, &outcomes, &select, &test,
+            ));
         }
     }
     // The test order, fixed before the test prompts are looked at: by threshold from the highest
     // (one parameter), or by the selection half's risk, then layers (two parameters).
     let sequence: Vec<usize> = if two_parameter {
-        let measured: Vec<(f64, f64)> = candidates
-            .iter()
-            .map(|c| {
-                let (t, l) = c.on(&select);
-                (t.disagreements as f64 / t.prompts as f64, l)
-            })
-            .collect();
+        let measured: Vec<(f64, f64)> = candidates.iter().map(|c| c.selected).collect();
         selection_order(&measured)
     } else {
         let mut by_threshold: Vec<usize> = (0..candidates.len()).collect();
         by_threshold.sort_by(|&x, &y| candidates[y].threshold.total_cmp(&candidates[x].threshold));
         by_threshold
     };
-    let trials: Vec<Trial> = sequence
-        .iter()
-        .map(|&i| candidates[i].on(&test).0)
-        .collect();
+    let trials: Vec<Trial> = sequence.iter().map(|&i| candidates[i].test).collect();
     let certified = fixed_sequence(&trials, epsilon, delta);
     // Every rule before the first failure is certified: keep the one that runs the fewest layers.
-    let all: Vec<usize> = (0..n).collect();
     let chosen = certified.chosen.map(|last| {
         (0..=last)
             .min_by(|&x, &y| {
-                let layers = |k: usize| candidates[sequence[k]].on(&all).1;
+                let layers = |k: usize| candidates[sequence[k]].avg_layers;
                 layers(x).total_cmp(&layers(y)).then(y.cmp(&x))
             })
             .expect("at least one rule passed")
@@ -253,16 +265,15 @@ pub fn run(a: Args) -> Result<()> {
             println!("| … {} more not tested | | | | | | | |", sequence.len() - i);
             break;
         }
-        let (t, _) = c.on(&test);
-        let (_, avg) = c.on(&all);
         println!(
-            "| {} | {} | {:.1}% | {avg:.2} | {:.1}% | {}/{} | {pv:.3} | {verdict} |",
+            "| {} | {} | {:.1}% | {:.2} | {:.1}% | {}/{} | {pv:.3} | {verdict} |",
             c.threshold,
             c.min_layer.max(1),
-            100.0 * c.accuracy(),
-            100.0 * (1.0 - avg / layers as f64),
-            t.disagreements,
-            t.prompts,
+            100.0 * c.accuracy,
+            c.avg_layers,
+            100.0 * (1.0 - c.avg_layers / layers as f64),
+            c.test.disagreements,
+            c.test.prompts,
         );
     }
     let Some(chosen) = chosen else {
@@ -279,8 +290,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     };
     let best = &candidates[sequence[chosen]];
-    let (best_trial, _) = best.on(&test);
-    let (_, best_layers) = best.on(&all);
+    let (best_trial, best_layers) = (best.test, best.avg_layers);
     let mut tuned = with_threshold(&config, best.threshold)?;
     tuned.limits.min_layer = best.min_layer;
     if let Some(model) = &a.model {
