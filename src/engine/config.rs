@@ -122,6 +122,11 @@ impl OneOrMany {
             Self::Many(v) => v,
         }
     }
+
+    /// The ids of an optional key (none when absent).
+    pub(crate) fn ids(key: Option<Self>) -> Vec<u32> {
+        key.map(Self::into_vec).unwrap_or_default()
+    }
 }
 
 /// A `rope_scaling` / `rope_parameters` object as HF writes it.

@@ -129,7 +129,7 @@ pub fn eos_token_ids(
             .with_context(|| format!("cannot read {}", path.display()))?;
         let g: GenerationConfig =
             serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
-        ids.extend(g.eos_token_id.map(OneOrMany::into_vec).unwrap_or_default());
+        ids.extend(OneOrMany::ids(g.eos_token_id));
     }
     if let Some(path) = &files.tokenizer_config {
         let text = std::fs::read_to_string(path)

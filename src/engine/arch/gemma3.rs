@@ -155,10 +155,7 @@ impl Keys {
             attention_scale: 1.0 / scalar.sqrt(),
             gated_mlp: true,
             bos_token_id: self.bos_token_id,
-            eos_token_ids: self
-                .eos_token_id
-                .map(OneOrMany::into_vec)
-                .unwrap_or_default(),
+            eos_token_ids: OneOrMany::ids(self.eos_token_id),
             model_type: self.model_type,
         })
     }

@@ -73,7 +73,7 @@ impl Family for GptJ {
             attention_scale: 1.0 / (head_dim as f64).sqrt(),
             gated_mlp: false,
             bos_token_id: k.bos_token_id,
-            eos_token_ids: k.eos_token_id.map(OneOrMany::into_vec).unwrap_or_default(),
+            eos_token_ids: OneOrMany::ids(k.eos_token_id),
             model_type: k.model_type,
         })
     }
