@@ -26,7 +26,8 @@ run quickstart-smollm2-sst2-5shot eval --config plugin-configs/smollm2-135m-inst
   --model "$G" --task sst2 --limit 100
 # Where SmolLM2 is competent on SST-2, and the certified config for it (#13).
 mkdir -p "$out/smollm2-competence"
-for v in "qa-0:" "qa-5-s0:--shots 5 --seed 0" "qa-5-s1:--shots 5 --seed 1" "qa-5-s2:--shots 5 --seed 2"; do
+for v in "qa-0:" "qa-5-s0:--shots 5 --seed 0" "qa-5-s1:--shots 5 --seed 1" "qa-5-s2:--shots 5 --seed 2" \
+  "chat-0:--prompt-format chat"; do
   name=${v%%:*}; flags=${v#*:}
   # shellcheck disable=SC2086
   "$bin" eval --model "$G" --task sst2 --label-scoring --limit 300 --arms dense,oracle --format json $flags \
