@@ -39,6 +39,14 @@ for v in "qa-0:" "qa-5-s0:--shots 5 --seed 0"; do
   "$bin" eval --model "$G" --task agnews --label-scoring --limit 300 --arms dense,oracle --format json $flags \
     > "$out/smollm2-competence/agnews-$name.json"
 done
+for task in csqa mmlu; do
+  for v in "qa-0:" "qa-5-s0:--shots 5 --seed 0" "chat-0:--prompt-format chat"; do
+    name=${v%%:*}; flags=${v#*:}
+    # shellcheck disable=SC2086
+    "$bin" eval --model "$G" --task $task --label-scoring --limit 300 --arms dense,oracle --format json $flags \
+      > "$out/smollm2-competence/$task-$name.json"
+  done
+done
 run eval-smollm2-sst2-certified eval --config plugin-configs/smollm2-135m-instruct-sst2.toml --model "$G" \
   --task sst2 --limit 300 --arms dense,adaptive,oracle
 # GGUF speed against llama.cpp (its llama-bench, built by ../shared/tools) and mistral.rs (#11 item 5).
