@@ -251,6 +251,83 @@ fn calibrate_writes_a_certified_config_that_loads_back_and_guards_its_model() {
 }
 
 #[test]
+fn calibrate_fits_per_layer_thresholds_and_adopts_the_task_labels() {
+    let out_path =
+        std::env::temp_dir().join(format!("adainfer-cal-pl-{}.toml", std::process::id()));
+    // Only per-layer rules can win here: the one global rule (θ = 1.0 from block 12) never exits.
+    let (ok, stdout, err) = common::adainfer(&[
+        "calibrate",
+        "--config",
+        &gap_config(),
+        "--task",
+        "sst2",
+        "--label-scoring",
+        "--limit",
+        "40",
+        "--thresholds",
+        "1.0",
+        "--min-layers",
+        "12",
+        "--per-layer-risks",
+        "0.2,0.5",
+        "--budget",
+        "0.9",
+        "--confidence",
+        "0.5",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("features over the task's label tokens"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| per layer, risk 0.5 ("), "{stdout}");
+    assert!(
+        stdout.contains("over 3 rules ordered on 20 prompts"),
+        "{stdout}"
+    );
+    let config = adainfer::plugin::PluginConfig::load(&out_path, &[]).unwrap();
+    let per_layer = &config.policy.gap_threshold.per_layer;
+    assert!(
+        !per_layer.is_empty(),
+        "a per-layer rule was chosen: {stdout}"
+    );
+    assert!(per_layer.iter().all(|t| (1..12).contains(&t.layer)));
+    assert_eq!(config.limits.min_layer, 1);
+    assert!(config.features.label_tokens.is_some());
+    // The written rule runs, and exits early somewhere.
+    let doc = eval_json_with(&[
+        "--config",
+        out_path.to_str().unwrap(),
+        "--task",
+        "sst2",
+        "--limit",
+        "20",
+    ]);
+    assert!(num(&doc["arms"]["adaptive"], "avg_layers") < 12.0, "{doc}");
+    std::fs::remove_file(&out_path).unwrap();
+    // A config whose label tokens are another task's is refused, naming both.
+    let err = refused(&[
+        "calibrate",
+        "--config",
+        &gap_config(),
+        "--task",
+        "sst2",
+        "--label-scoring",
+        "--set",
+        "features.label_tokens=[1,2]",
+        "--limit",
+        "40",
+        "--budget",
+        "0.9",
+        "--confidence",
+        "0.5",
+    ]);
+    assert!(err.contains("label_tokens = [1, 2]"), "{err}");
+}
+
+#[test]
 fn calibrate_says_when_the_prompts_cannot_certify_the_budget() {
     // ε = 1 %, δ = 0.1: even a rule that never disagrees needs 230 prompts.
     let err = refused(&[

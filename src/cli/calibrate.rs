@@ -1,11 +1,14 @@
 use super::eval::{parse_list, progress};
 use super::{PluginArgs, TaskArgs};
+use adainfer::eval::ab::Scoring;
 use adainfer::eval::guarantee::{fixed_sequence, min_prompts, selection_order, Trial};
+use adainfer::eval::per_layer;
 use adainfer::eval::replay::{self, Replayed};
 use adainfer::eval::run;
 use adainfer::eval::sweep::{default_thresholds, with_threshold};
 use adainfer::plugin::classifier::write_atomically;
-use adainfer::plugin::config::CalibrationRecord;
+use adainfer::plugin::config::{CalibrationRecord, ThresholdParams};
+use adainfer::plugin::policy::Signal;
 use adainfer::plugin::{load_engine, PluginConfig};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -40,7 +43,12 @@ pub struct Args {
     /// fixed on half of the prompts and the rules are tested on the other half.
     #[arg(long)]
     min_layers: Option<String>,
-    /// Seed of the selection / test split (two-parameter rules).
+    /// Comma-separated risk levels r: each adds a rule with one threshold per block, fitted on the
+    /// selection half (block l may exit where the prompts above its threshold disagreed with dense
+    /// on at most r of them); gap_threshold and top_prob_threshold only.
+    #[arg(long)]
+    per_layer_risks: Option<String>,
+    /// Seed of the selection / test split (many-parameter rules).
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
     /// Where to write the calibrated config (default: beside the config, `<name>.calibrated-<task>.toml`).
@@ -85,6 +93,37 @@ fn tidy_floats(value: &mut toml::Value) {
     }
 }
 
+/// The threshold table of the config's policy (gap_threshold or top_prob_threshold).
+fn threshold_params(config: &mut PluginConfig) -> &mut ThresholdParams {
+    let p = &mut config.policy;
+    if p.kind == "top_prob_threshold" {
+        &mut p.top_prob_threshold
+    } else {
+        &mut p.gap_threshold
+    }
+}
+
+/// Label-restricted calibration reads its features over the task's labels: a config without
+/// `label_tokens` takes the task's (and says so); one made for other labels is refused.
+fn with_task_labels(mut config: PluginConfig, scoring: &Scoring) -> Result<PluginConfig> {
+    let Scoring::Labels(ids) = scoring else {
+        return Ok(config);
+    };
+    match &config.features.label_tokens {
+        None => {
+            println!("features over the task's label tokens {ids:?} (the config named none)");
+            config.features.label_tokens = Some(ids.clone());
+        }
+        Some(own) if own != ids => bail!(
+            "{}: [features] label_tokens = {own:?}, but this task's labels are tokens {ids:?} \
+             (a config for another task or tokenizer?)",
+            config.source.display()
+        ),
+        Some(_) => {}
+    }
+    Ok(config)
+}
+
 /// What a rule did on a set of prompts: its disagreements with dense and its mean layers.
 fn measure(outcomes: &[Replayed], prompts: &[usize]) -> (Trial, f64) {
     let disagreements = prompts
@@ -106,8 +145,12 @@ fn measure(outcomes: &[Replayed], prompts: &[usize]) -> (Trial, f64) {
 /// One candidate rule, measured once: on the test prompts (what the guarantee is tested on),
 /// the selection prompts (what orders two-parameter rules) and all of them (what it costs).
 struct Candidate {
-    threshold: f64,
-    min_layer: usize,
+    /// The config that is the rule (what is written if it is chosen).
+    rule: PluginConfig,
+    /// How the table shows it: (threshold column, min layer column).
+    shown: (String, String),
+    /// Fitted per-layer thresholds (not a grid point).
+    per_layer: bool,
     test: Trial,
     /// (risk, mean layers) on the selection prompts.
     selected: (f64, f64),
@@ -117,8 +160,8 @@ struct Candidate {
 
 impl Candidate {
     fn new(
-        threshold: f64,
-        min_layer: usize,
+        rule: PluginConfig,
+        shown: (String, String),
         outcomes: &[Replayed],
         select: &[usize],
         test: &[usize],
@@ -127,8 +170,11 @@ impl Candidate {
         let (on_select, layers_on_select) = measure(outcomes, select);
         let correct = outcomes.iter().filter(|o| o.correct).count();
         Self {
-            threshold,
-            min_layer,
+            per_layer: [&rule.policy.gap_threshold, &rule.policy.top_prob_threshold]
+                .iter()
+                .any(|p| !p.per_layer.is_empty()),
+            rule,
+            shown,
             test: measure(outcomes, test).0,
             selected: (
                 on_select.disagreements as f64 / on_select.prompts.max(1) as f64,
@@ -162,6 +208,23 @@ pub fn run(a: Args) -> Result<()> {
             .collect(),
         None => vec![config.limits.min_layer],
     };
+    let risks = match &a.per_layer_risks {
+        Some(list) => {
+            let risks = parse_list(list).context("--per-layer-risks")?;
+            if let Some(r) = risks.iter().find(|r| !(**r > 0.0 && **r < 1.0)) {
+                bail!("--per-layer-risks: {r} is not within (0, 1)");
+            }
+            risks
+        }
+        None => Vec::new(),
+    };
+    let signal = match kind.as_str() {
+        "top_prob_threshold" => Signal::TopProb,
+        _ => Signal::Gap,
+    };
+    if !risks.is_empty() && !["gap_threshold", "top_prob_threshold"].contains(&kind.as_str()) {
+        bail!("--per-layer-risks fits per-layer thresholds of gap_threshold or top_prob_threshold, not of {kind}");
+    }
     with_threshold(&config, 0.5)?; // fail early on a static policy, before loading anything
     let spec = a.task.spec(&a.split, Some(a.limit), None)?;
     let engine = load_engine(&config, a.model.as_deref())?;
@@ -170,9 +233,10 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--min-layers: {m} is beyond the model's {layers} layers");
     }
     let prepared = run::prepare(&engine, &spec)?;
+    let config = with_task_labels(config, &prepared.scoring)?;
     let n = prepared.cases.len();
-    // Two-parameter rules: the front is picked on one half and only the other half tests it.
-    let two_parameter = min_layers.len() > 1;
+    // Many-parameter rules: the front is picked on one half and only the other half tests it.
+    let two_parameter = min_layers.len() > 1 || !risks.is_empty();
     let mut order: Vec<usize> = (0..n).collect();
     let (select, test) = if two_parameter {
         use rand::{seq::SliceRandom, SeedableRng};
@@ -201,10 +265,24 @@ pub fn run(a: Args) -> Result<()> {
             let mut rule = with_threshold(&config, threshold)?;
             rule.limits.min_layer = min_layer;
             let outcomes = replay::replay(&engine, &rule, &traces, &prepared.cases)?;
-            candidates.push(Candidate::new(
-                threshold, min_layer, &outcomes, &select, &test,
-            ));
+            let shown = (threshold.to_string(), min_layer.max(1).to_string());
+            candidates.push(Candidate::new(rule, shown, &outcomes, &select, &test));
         }
+    }
+    for &risk in &risks {
+        let fitted = per_layer::fit(&traces, &select, signal, risk);
+        let first = fitted
+            .first()
+            .map_or("none".to_string(), |t| t.layer.to_string());
+        let shown = (
+            format!("per layer, risk {risk} ({} blocks)", fitted.len()),
+            first,
+        );
+        let mut rule = config.clone();
+        rule.limits.min_layer = 1;
+        threshold_params(&mut rule).per_layer = fitted;
+        let outcomes = replay::replay(&engine, &rule, &traces, &prepared.cases)?;
+        candidates.push(Candidate::new(rule, shown, &outcomes, &select, &test));
     }
     // The test order, fixed before the test prompts are looked at: by threshold from the highest
     // (one parameter), or by the selection half's risk, then layers (two parameters).
@@ -212,8 +290,9 @@ pub fn run(a: Args) -> Result<()> {
         let measured: Vec<(f64, f64)> = candidates.iter().map(|c| c.selected).collect();
         selection_order(&measured)
     } else {
+        // One parameter: the grid's order, highest threshold first.
         let mut by_threshold: Vec<usize> = (0..candidates.len()).collect();
-        by_threshold.sort_by(|&x, &y| candidates[y].threshold.total_cmp(&candidates[x].threshold));
+        by_threshold.sort_by(|&x, &y| thresholds[y].total_cmp(&thresholds[x]));
         by_threshold
     };
     let trials: Vec<Trial> = sequence.iter().map(|&i| candidates[i].test).collect();
@@ -250,6 +329,7 @@ pub fn run(a: Args) -> Result<()> {
     println!("| threshold | min layer | accuracy | avg layers | pruning ratio | disagreements (test) | p-value (risk > ε) | |");
     println!("|---|---|---|---|---|---|---|---|");
     let passed = certified.chosen.map_or(0, |last| last + 1);
+    let mut hidden = 0;
     for (i, (&c, pv)) in sequence.iter().zip(&certified.p_values).enumerate() {
         let c = &candidates[c];
         let verdict = if Some(i) == chosen {
@@ -261,14 +341,15 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             "not tested"
         };
-        if i > passed + 4 {
-            println!("| … {} more not tested | | | | | | | |", sequence.len() - i);
-            break;
+        // Past the walk, the grid's rows are summed up; the fitted per-layer rules are all shown.
+        if i > passed + 4 && !c.per_layer {
+            hidden += 1;
+            continue;
         }
         println!(
             "| {} | {} | {:.1}% | {:.2} | {:.1}% | {}/{} | {pv:.3} | {verdict} |",
-            c.threshold,
-            c.min_layer.max(1),
+            c.shown.0,
+            c.shown.1,
             100.0 * c.accuracy,
             c.avg_layers,
             100.0 * (1.0 - c.avg_layers / layers as f64),
@@ -276,14 +357,17 @@ pub fn run(a: Args) -> Result<()> {
             c.test.prompts,
         );
     }
+    if hidden > 0 {
+        println!("| … {hidden} more threshold × min layer rules, not tested | | | | | | | |");
+    }
     let Some(chosen) = chosen else {
         let first = &candidates[sequence[0]];
         bail!(
             "no rule could be certified: the safest one tried (threshold {}, min layer {}) disagreed with \
              dense on {} of {} test prompts (p-value {:.3} > δ = {delta}); the budget is not relaxed — \
              try higher thresholds, more prompts, or a larger --budget",
-            first.threshold,
-            first.min_layer.max(1),
+            first.shown.0,
+            first.shown.1,
             trials[0].disagreements,
             trials[0].prompts,
             certified.p_values[0],
@@ -291,8 +375,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let best = &candidates[sequence[chosen]];
     let (best_trial, best_layers) = (best.test, best.avg_layers);
-    let mut tuned = with_threshold(&config, best.threshold)?;
-    tuned.limits.min_layer = best.min_layer;
+    let mut tuned = best.rule.clone();
     if let Some(model) = &a.model {
         tuned.model.path = model.clone();
     }
@@ -324,8 +407,8 @@ pub fn run(a: Args) -> Result<()> {
          # was tested on, at most {:.1}% of answers differ from dense, with probability ≥ {:.0}%.\n\
          # It disagreed on {} of {} test prompts and ran {best_layers:.2} of {layers} layers on average.\n\n",
         config.source.display(),
-        best.threshold,
-        best.min_layer.max(1),
+        best.shown.0,
+        best.shown.1,
         spec.task,
         spec.split,
         100.0 * epsilon,
@@ -341,8 +424,8 @@ pub fn run(a: Args) -> Result<()> {
     write_atomically(&out, text.as_bytes())?;
     println!(
         "\nchosen: threshold {}, min layer {} (disagreement {}/{} on test prompts, p-value {:.3}; avg layers {best_layers:.2}, pruning {:.1}%); wrote {}",
-        best.threshold,
-        best.min_layer.max(1),
+        best.shown.0,
+        best.shown.1,
         best_trial.disagreements,
         best_trial.prompts,
         certified.p_values[chosen],

@@ -21,6 +21,7 @@ pub mod datasets;
 pub mod guarantee;
 pub mod metrics;
 pub mod peers;
+pub mod per_layer;
 pub mod plots;
 pub mod prompts;
 pub mod replay;

@@ -196,11 +196,11 @@ impl AdaInfer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::policy::GapThreshold;
+    use crate::plugin::policy::{Signal, ThresholdRule};
 
     fn hook(min_layer: usize, min_confidence: Option<f32>) -> AdaInfer {
         let features = FeatureExtractor::new(&["gap".into(), "top_prob".into()], None).unwrap();
-        let policy = Box::new(GapThreshold::new(0.5).unwrap());
+        let policy = Box::new(ThresholdRule::every(Signal::Gap, 0.5).unwrap());
         AdaInfer::new(features, policy, min_layer, min_confidence, 6).unwrap()
     }
 
@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn min_layer_beyond_the_model_is_refused() {
         let features = FeatureExtractor::new(&["gap".into()], None).unwrap();
-        let policy = Box::new(GapThreshold::new(0.5).unwrap());
+        let policy = Box::new(ThresholdRule::every(Signal::Gap, 0.5).unwrap());
         let err = AdaInfer::new(features, policy, 7, None, 6).err().unwrap();
         assert!(err.to_string().contains("min_layer = 7"), "{err}");
     }

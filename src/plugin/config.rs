@@ -99,7 +99,7 @@ fn default_kind() -> String {
 }
 
 fn top_prob_default() -> ThresholdParams {
-    ThresholdParams { threshold: 0.9 }
+    ThresholdParams::new(0.9)
 }
 
 impl Default for PolicySection {
@@ -121,12 +121,34 @@ impl Default for PolicySection {
 pub struct ThresholdParams {
     /// Exit once the feature reaches this value (the paper's θ = 0.8 for `gap`).
     pub threshold: f32,
+    /// One threshold per named block instead (`[[policy.gap_threshold.per_layer]]` tables of
+    /// `layer` (from 1) and `threshold`); blocks not named never exit, and `threshold` is unused.
+    /// Written by `adainfer calibrate --per-layer-risks`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_layer: Vec<LayerThreshold>,
+}
+
+impl ThresholdParams {
+    pub fn new(threshold: f32) -> Self {
+        Self {
+            threshold,
+            per_layer: Vec::new(),
+        }
+    }
 }
 
 impl Default for ThresholdParams {
     fn default() -> Self {
-        Self { threshold: 0.8 }
+        Self::new(0.8)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerThreshold {
+    /// Counted from 1, as in every layer the CLI prints.
+    pub layer: usize,
+    pub threshold: f32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -454,6 +476,31 @@ threshold = 0.7
         );
         let err = parse(BASE, &["limits.bogus=1"]).unwrap_err();
         assert!(format!("{err:#}").contains("bogus"), "{err:#}");
+    }
+
+    #[test]
+    fn per_layer_thresholds_read_as_tables_and_refuse_typos() {
+        let text = format!(
+            "{BASE}\n[[policy.gap_threshold.per_layer]]\nlayer = 25\nthreshold = 0.9\n\n\
+             [[policy.gap_threshold.per_layer]]\nlayer = 28\nthreshold = 0.5\n"
+        );
+        let c = parse(&text, &[]).unwrap();
+        let layers: Vec<(usize, f32)> = c
+            .policy
+            .gap_threshold
+            .per_layer
+            .iter()
+            .map(|t| (t.layer, t.threshold))
+            .collect();
+        assert_eq!(layers, vec![(25, 0.9), (28, 0.5)]);
+        // Written back, it reads the same.
+        let again = parse(&toml::to_string(&c).unwrap(), &[]).unwrap();
+        assert_eq!(
+            again.policy.gap_threshold.per_layer,
+            c.policy.gap_threshold.per_layer
+        );
+        let typo = text.replace("layer = 28", "layr = 28");
+        assert!(format!("{:#}", parse(&typo, &[]).unwrap_err()).contains("layr"));
     }
 
     #[test]

@@ -15,13 +15,13 @@ pub use oracle::{oracle_exit_layer, Oracle};
 pub use static_skip::{
     block_influence, shortgpt_drop_last, unified_skip_count, unified_skip_layers, StaticSkip,
 };
-pub use threshold::{Dense, GapThreshold, TopProbThreshold};
+pub use threshold::{Dense, Signal, ThresholdRule, Thresholds};
 
 use super::config::PluginConfig;
 use super::features::FeatureRow;
 use crate::hook::{Decision, PassInfo, SkipPlan};
 use crate::Engine;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 pub const POLICY_KINDS: [&str; 8] = [
     "dense",
@@ -70,8 +70,16 @@ pub fn build_policy(
     let source = config.source.display();
     Ok(match kind {
         "dense" => Box::new(Dense),
-        "gap_threshold" => Box::new(GapThreshold::new(p.gap_threshold.threshold)?),
-        "top_prob_threshold" => Box::new(TopProbThreshold::new(p.top_prob_threshold.threshold)?),
+        "gap_threshold" | "top_prob_threshold" => {
+            let (signal, params) = if kind == "gap_threshold" {
+                (Signal::Gap, &p.gap_threshold)
+            } else {
+                (Signal::TopProb, &p.top_prob_threshold)
+            };
+            let thresholds = Thresholds::from_params(kind, params, engine.model.num_layers())
+                .with_context(|| format!("[policy.{kind}] in {source}"))?;
+            Box::new(ThresholdRule::new(signal, thresholds))
+        }
         "svm" | "logistic" => {
             let params = if kind == "svm" { &p.svm } else { &p.logistic };
             let Some(params) = params else {
