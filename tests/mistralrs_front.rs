@@ -168,6 +168,71 @@ fn unsupported_and_invalid_requests_are_refused_by_name() {
     assert!(matches!(reply(&mut rx), Response::CompletionDone(_)));
 }
 
+#[test]
+fn hostile_values_get_a_validation_error_and_the_front_keeps_serving() {
+    let front = AdaInferFront::dense(engine()).unwrap();
+    let sender = front.sender();
+    let vocab = engine().tokenizer.get_vocab_size(true) as u32;
+    let cases: Vec<(&str, Box<dyn Fn(&mut NormalRequest)>)> = vec![
+        (
+            "vocabulary",
+            Box::new(move |r| r.messages = RequestMessage::CompletionTokens(vec![1, vocab + 7])),
+        ),
+        (
+            "vocabulary",
+            Box::new(|r| r.messages = RequestMessage::CompletionTokens(vec![u32::MAX])),
+        ),
+        (
+            "empty",
+            Box::new(|r| r.messages = RequestMessage::CompletionTokens(vec![])),
+        ),
+        (
+            "temperature",
+            Box::new(|r| r.sampling_params.temperature = Some(f64::NAN)),
+        ),
+        (
+            "temperature",
+            Box::new(|r| r.sampling_params.temperature = Some(-1.0)),
+        ),
+        ("top_p", Box::new(|r| r.sampling_params.top_p = Some(7.0))),
+        (
+            "n_choices",
+            Box::new(|r| r.sampling_params.n_choices = 100_000),
+        ),
+        (
+            "max_position_embeddings",
+            Box::new(|r| r.sampling_params.max_len = Some(usize::MAX)),
+        ),
+        (
+            "stop token id",
+            Box::new(move |r| {
+                r.sampling_params.stop_toks = Some(StopTokens::Ids(vec![vocab + 1; 10_000]))
+            }),
+        ),
+        (
+            "logits_bias",
+            Box::new(|r| {
+                r.sampling_params.logits_bias = Some((0..10_000u32).map(|i| (i, 100.0)).collect())
+            }),
+        ),
+    ];
+    for (named, mutate) in &cases {
+        let (tx, mut rx) = channel(64);
+        let mut r = completion(PROMPT, 2, false, tx);
+        mutate(&mut r);
+        send(&sender, r);
+        let err = match reply(&mut rx) {
+            Response::ValidationError(e) => e.to_string(),
+            Response::CompletionModelError(e, _) => format!("model error: {e}"),
+            other => panic!("{named}: answered with {:?}", other.as_result().is_ok()),
+        };
+        assert!(err.contains(named), "expected {named:?} in {err:?}");
+    }
+    let (tx, mut rx) = channel(64);
+    send(&sender, completion(PROMPT, 2, false, tx));
+    assert!(matches!(reply(&mut rx), Response::CompletionDone(_)));
+}
+
 /// Exits after block 3 on every pass, or panics when told to.
 struct ExitAtThree {
     panic: bool,

@@ -61,7 +61,7 @@ pub fn check_request(model: &DecoderModel, prompt: &[u32], max_tokens: usize) ->
             prompt.len()
         );
     }
-    if prompt.len() + max_tokens > limit {
+    if prompt.len().saturating_add(max_tokens) > limit {
         bail!(
             "prompt ({} tokens) + max_tokens ({max_tokens}) exceeds max_position_embeddings ({limit})",
             prompt.len()

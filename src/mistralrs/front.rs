@@ -100,6 +100,7 @@ impl AdaInferFront {
         let gate = Gate {
             tokenizer: engine.tokenizer.clone(),
             context,
+            vocab_size: engine.config().vocab_size,
             template,
             model_name: options.model_name,
         };
@@ -150,6 +151,7 @@ impl AdaInferFront {
 struct Gate {
     tokenizer: tokenizers::Tokenizer,
     context: usize,
+    vocab_size: usize,
     template: ChatTemplate,
     model_name: String,
 }
@@ -231,10 +233,20 @@ impl Gate {
             .max_tokens
             .unwrap_or_else(|| self.context.saturating_sub(ids.len()).max(1));
         // mistral.rs `truncate_sequence`: keep the prompt's end when the whole does not fit.
-        if a.truncate && ids.len() + max_tokens > self.context && max_tokens < self.context {
+        if a.truncate && max_tokens < self.context && ids.len() + max_tokens > self.context {
             ids.drain(..ids.len() + max_tokens - self.context);
         }
-        // The worker checks the rest (empty, too long, ids outside the vocabulary).
+        if let Some(id) = a
+            .stop_ids
+            .iter()
+            .find(|&&id| id as usize >= self.vocab_size)
+        {
+            return Err(format!(
+                "stop token id {id} is outside the vocabulary ({} tokens)",
+                self.vocab_size
+            ));
+        }
+        // The worker checks the rest (empty, too long, prompt ids outside the vocabulary).
         let (events, answers) = unbounded_channel();
         let job = Job {
             prompt: Prompt::Tokens(ids),

@@ -170,6 +170,9 @@ fn sampling_of(
             return refuse("stop sequences given as text (stop_toks Seqs)")
         }
     };
+    if let Some(t) = p.temperature.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+        return refuse(&format!("temperature {t} (a finite number >= 0)"));
+    }
     // mistral.rs treats a temperature below 1e-7 (or none) as greedy.
     let temperature = p.temperature.filter(|&t| t >= 1e-7).unwrap_or(0.0);
     let sampling = SamplingParams {
