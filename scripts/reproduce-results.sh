@@ -47,8 +47,18 @@ for task in csqa mmlu; do
       > "$out/smollm2-competence/$task-$name.json"
   done
 done
+B=plugin-configs/smollm2-135m-instruct-gap_threshold.toml
+GRID="--thresholds 0.3,0.5,0.7,0.8,0.9,0.95,0.99,0.999 --min-layers 1,15,20,25,28 --per-layer-risks 0.005,0.01,0.02,0.03,0.05,0.1"
+# shellcheck disable=SC2086
+run calibrate-smollm2-sst2-per-layer calibrate --config $B --model "$G" --task sst2 --shots 5 --seed 2 \
+  --label-scoring --budget 0.01 --confidence 0.9 --limit 700 $GRID --out "${TMPDIR:-/tmp}/smollm2-sst2.toml"
+# shellcheck disable=SC2086
+run calibrate-smollm2-agnews calibrate --config $B --model "$G" --task agnews --label-scoring \
+  --budget 0.01 --confidence 0.9 --limit 700 $GRID --out "${TMPDIR:-/tmp}/smollm2-agnews.toml"
 run eval-smollm2-sst2-certified eval --config plugin-configs/smollm2-135m-instruct-sst2.toml --model "$G" \
   --task sst2 --limit 300 --arms dense,adaptive,oracle
+run eval-smollm2-agnews-certified eval --config plugin-configs/smollm2-135m-instruct-agnews.toml --model "$G" \
+  --task agnews --limit 300 --arms dense,adaptive,oracle
 # GGUF speed against llama.cpp (its llama-bench, built by ../shared/tools) and mistral.rs (#11 item 5).
 LB="$(../shared/tools/build-llama-cpp.sh | tail -1)/llama-bench"
 run bench-smollm2-gguf-llama-cpp bench --model "$G" --llama-bench "$LB" --no-mistralrs

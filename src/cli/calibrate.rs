@@ -162,6 +162,7 @@ impl Candidate {
     fn new(
         rule: PluginConfig,
         shown: (String, String),
+        per_layer: bool,
         outcomes: &[Replayed],
         select: &[usize],
         test: &[usize],
@@ -170,9 +171,7 @@ impl Candidate {
         let (on_select, layers_on_select) = measure(outcomes, select);
         let correct = outcomes.iter().filter(|o| o.correct).count();
         Self {
-            per_layer: [&rule.policy.gap_threshold, &rule.policy.top_prob_threshold]
-                .iter()
-                .any(|p| !p.per_layer.is_empty()),
+            per_layer,
             rule,
             shown,
             test: measure(outcomes, test).0,
@@ -266,7 +265,9 @@ pub fn run(a: Args) -> Result<()> {
             rule.limits.min_layer = min_layer;
             let outcomes = replay::replay(&engine, &rule, &traces, &prepared.cases)?;
             let shown = (threshold.to_string(), min_layer.max(1).to_string());
-            candidates.push(Candidate::new(rule, shown, &outcomes, &select, &test));
+            candidates.push(Candidate::new(
+                rule, shown, false, &outcomes, &select, &test,
+            ));
         }
     }
     for &risk in &risks {
@@ -282,7 +283,7 @@ pub fn run(a: Args) -> Result<()> {
         rule.limits.min_layer = 1;
         threshold_params(&mut rule).per_layer = fitted;
         let outcomes = replay::replay(&engine, &rule, &traces, &prepared.cases)?;
-        candidates.push(Candidate::new(rule, shown, &outcomes, &select, &test));
+        candidates.push(Candidate::new(rule, shown, true, &outcomes, &select, &test));
     }
     // The test order, fixed before the test prompts are looked at: by threshold from the highest
     // (one parameter), or by the selection half's risk, then layers (two parameters).
