@@ -269,7 +269,7 @@ fn calibrate_fits_per_layer_thresholds_and_adopts_the_task_labels() {
         "--min-layers",
         "12",
         "--per-layer-risks",
-        "0.2,0.5",
+        "0.01,0.2,0.5",
         "--budget",
         "0.9",
         "--confidence",
@@ -283,6 +283,12 @@ fn calibrate_fits_per_layer_thresholds_and_adopts_the_task_labels() {
         "{stdout}"
     );
     assert!(stdout.contains("| per layer, risk 0.5 ("), "{stdout}");
+    // 20 selection prompts cannot show a 1% risk at any block: that rule would be dense, and an
+    // empty list must not turn into "exit anywhere at the config's threshold".
+    assert!(
+        stdout.contains("per-layer risk 0.01: no block meets it"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("over 3 rules ordered on 20 prompts"),
         "{stdout}"

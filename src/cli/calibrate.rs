@@ -272,6 +272,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     for &risk in &risks {
         let fitted = per_layer::fit(&traces, &select, signal, risk);
+        if fitted.is_empty() {
+            // No block may exit: the rule is dense (an empty list would read as one threshold).
+            println!("per-layer risk {risk}: no block meets it on the selection prompts; left out (dense)");
+            continue;
+        }
         let first = fitted
             .first()
             .map_or("none".to_string(), |t| t.layer.to_string());
