@@ -4,9 +4,12 @@
 //! byte-level tokens belongs to the token that completes it), and `text_offset` counts
 //! characters into the returned text, echoed prompt included, as vLLM does.
 
-use crate::engine::StepLogprobs;
+use crate::engine::logit_rules::step_logprobs;
+use crate::engine::{Outputs, StepLogprobs};
+use crate::hook::LayerHook;
 use crate::Engine;
 use anyhow::Result;
+use candle_core::IndexOp;
 use serde_json::{json, Map, Value};
 
 /// One token of the answer with its log-probability.
@@ -23,6 +26,27 @@ pub struct TokenLogprob {
     pub text_offset: usize,
     /// Blocks of the pass whose distribution gave `logprob` (an exit layer under AdaInfer).
     pub layer: usize,
+}
+
+/// Each prompt token's log-probability given the tokens before it (the first has none), from
+/// one pass over the prompt, and the blocks that pass ran. With a hook that exits, every
+/// position's distribution comes from the exit layer.
+pub fn score_prompt(
+    engine: &Engine,
+    ids: &[u32],
+    hook: Option<&mut dyn LayerHook>,
+    top: usize,
+) -> Result<(Vec<Option<StepLogprobs>>, usize)> {
+    let mut cache = engine.model.new_cache();
+    let pass = engine
+        .model
+        .forward(ids, &mut cache, hook, Outputs::AllTokens)?;
+    let mut steps = vec![None];
+    for (row, &token) in ids.iter().enumerate().skip(1) {
+        let logits: Vec<f32> = pass.logits.i(row - 1)?.to_vec1()?;
+        steps.push(Some(step_logprobs(&logits, token, top)));
+    }
+    Ok((steps, pass.layers_run))
 }
 
 /// Every token's entry: the echoed prompt's (with `prompt_scores`), then the answer's.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 mod fields;
 mod http;
+mod input;
 mod logprobs;
 pub mod metrics;
 pub mod openai;

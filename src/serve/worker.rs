@@ -11,15 +11,13 @@ use super::policy::{HookFactory, PlanWatch, DENSE};
 use super::text_stream::{Cancelled, StopHit, TextStream};
 use crate::engine::generate::check_request;
 use crate::engine::kv_fill::KvFill;
-use crate::engine::logit_rules::step_logprobs;
 use crate::engine::modes::{generate_mode, Mode, ModeSpec};
 use crate::engine::threads::in_pool;
 use crate::engine::StepLogprobs;
-use crate::engine::{FinishReason, GenerationParams, LogprobLog, Outputs, SamplingParams};
+use crate::engine::{FinishReason, GenerationParams, LogprobLog, SamplingParams};
 use crate::hook::LayerHook;
 use crate::Engine;
 use anyhow::{anyhow, Result};
-use candle_core::IndexOp;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -283,9 +281,8 @@ impl Worker {
         })
     }
 
-    /// Each prompt token's log-probability given the tokens before it, from one pass over the
-    /// prompt: dense, or with early exit the request's policy decides where the pass stops and
-    /// every position's distribution comes from that layer.
+    /// The prompt scored for `echo`: with early exit the request's policy (a fresh hook)
+    /// decides where the scoring pass stops.
     fn score_prompt(
         &self,
         ids: &[u32],
@@ -293,24 +290,12 @@ impl Worker {
         spec: &ModeSpec,
         top: usize,
     ) -> Result<(Vec<Option<StepLogprobs>>, usize)> {
-        let engine = &self.engine;
         let mut hook = match spec.mode {
-            Mode::EarlyExit => self.hooks.make(engine, policy)?,
+            Mode::EarlyExit => self.hooks.make(&self.engine, policy)?,
             _ => None,
         };
-        let mut cache = engine.model.new_cache();
-        let pass = engine.model.forward(
-            ids,
-            &mut cache,
-            hook.as_mut().map(|h| h.as_mut() as &mut dyn LayerHook),
-            Outputs::AllTokens,
-        )?;
-        let mut steps = vec![None];
-        for (row, &token) in ids.iter().enumerate().skip(1) {
-            let logits: Vec<f32> = pass.logits.i(row - 1)?.to_vec1()?;
-            steps.push(Some(step_logprobs(&logits, token, top)));
-        }
-        Ok((steps, pass.layers_run))
+        let hook = hook.as_mut().map(|h| h.as_mut() as &mut dyn LayerHook);
+        logprobs::score_prompt(&self.engine, ids, hook, top)
     }
 
     fn run(&self, job: &Job) -> Result<Summary> {
