@@ -160,9 +160,9 @@ async fn bad_input_gets_clean_errors_and_the_server_keeps_serving() {
         (
             "POST",
             completions,
-            br#"{"prompt":"hi","logprobs":true}"#.to_vec(),
+            br#"{"prompt":"hi","logprobz":true}"#.to_vec(),
             400,
-            "unknown field `logprobs`",
+            "unknown field `logprobz`",
         ),
         (
             "POST",

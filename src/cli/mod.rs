@@ -153,6 +153,7 @@ impl SamplingFlags {
             top_k: self.top_k,
             top_p: self.top_p,
             seed: self.seed,
+            rules: Default::default(),
         }
     }
 }

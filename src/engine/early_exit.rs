@@ -53,7 +53,7 @@ pub fn generate_early_exit(
 ) -> Result<AdaptiveGeneration> {
     check_request(model, prompt, params.max_tokens)?;
     let n = model.num_layers();
-    let mut sampler = Sampler::new(params.sampling.clone())?;
+    let mut sampler = Sampler::for_prompt(params.sampling.clone(), prompt)?;
     let mut cache = model.new_cache();
     let mut backlog = Backlog::default();
     let start = Instant::now();

@@ -78,7 +78,7 @@ pub fn generate_dense(
     mut on_token: impl FnMut(u32) -> Result<()>,
 ) -> Result<Generation> {
     check_request(model, prompt, params.max_tokens)?;
-    let mut sampler = Sampler::new(params.sampling.clone())?;
+    let mut sampler = Sampler::for_prompt(params.sampling.clone(), prompt)?;
     let mut cache = model.new_cache();
     let mut tokens = Vec::new();
     let start = Instant::now();

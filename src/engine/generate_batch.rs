@@ -40,7 +40,7 @@ struct Running {
 fn prefill(model: &DecoderModel, request: &mut BatchRequest<'_>) -> Result<Running> {
     let start = Instant::now();
     check_request(model, request.prompt, request.params.max_tokens)?;
-    let sampler = Sampler::new(request.params.sampling.clone())?;
+    let sampler = Sampler::for_prompt(request.params.sampling.clone(), request.prompt)?;
     let mut cache = model.new_cache();
     let (logits, depth) = match request.hook.as_deref_mut() {
         None => {
@@ -225,6 +225,7 @@ mod tests {
                 top_k: 20,
                 top_p: 0.9,
                 seed: 7,
+                ..SamplingParams::greedy()
             },
             stop_tokens: vec![],
         };

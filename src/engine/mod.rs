@@ -18,6 +18,7 @@ pub mod kv_cache;
 pub mod kv_fill;
 mod layers;
 pub mod loader;
+pub mod logit_rules;
 pub mod model;
 pub mod modes;
 pub mod quant;
@@ -38,6 +39,7 @@ pub use config::ModelConfig;
 pub use generate::{FinishReason, Generation, GenerationParams};
 pub use kv_cache::KvCache;
 pub use loader::{ModelFiles, ModelIdentity, ModelSource};
+pub use logit_rules::{LogitRules, LogprobLog, StepLogprobs};
 pub use model::{DecoderModel, ExitRecord, LmHead, Outputs, PassOutput};
 pub use sampling::{Sampler, SamplingParams};
 

@@ -1,9 +1,12 @@
-//! Picking the next token from logits: greedy, or temperature / top-k / top-p with a seed.
+//! Picking the next token from logits: greedy, or temperature / top-k / top-p with a seed,
+//! after the request's [`LogitRules`] (penalties, logit bias; logprob recording).
 
+use super::logit_rules::{step_logprobs, LogitRules};
 use anyhow::{bail, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +22,9 @@ pub struct SamplingParams {
     pub top_p: f64,
     #[serde(default)]
     pub seed: u64,
+    /// Per-request rules (penalties, bias, logprobs): API fields, not config keys.
+    #[serde(skip)]
+    pub rules: LogitRules,
 }
 
 fn one() -> f64 {
@@ -38,6 +44,7 @@ impl SamplingParams {
             top_k: 0,
             top_p: 1.0,
             seed: 0,
+            rules: LogitRules::default(),
         }
     }
 
@@ -51,6 +58,16 @@ impl SamplingParams {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             bail!("top_p must be in (0, 1], got {}", self.top_p);
         }
+        let r = &self.rules;
+        if !(r.repetition_penalty > 0.0 && r.repetition_penalty.is_finite()) {
+            bail!(
+                "repetition_penalty must be a finite number > 0, got {}",
+                r.repetition_penalty
+            );
+        }
+        if !(r.frequency_penalty.is_finite() && r.presence_penalty.is_finite()) {
+            bail!("frequency_penalty and presence_penalty must be finite numbers");
+        }
         Ok(())
     }
 
@@ -63,6 +80,10 @@ impl SamplingParams {
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
+    /// Tokens of the prompt (the repetition penalty counts them).
+    prompt: HashSet<u32>,
+    /// How often each token was sampled so far (the penalties count them).
+    output: HashMap<u32, u32>,
 }
 
 pub fn argmax(logits: &[f32]) -> u32 {
@@ -77,9 +98,23 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Self> {
+        Self::for_prompt(params, &[])
+    }
+
+    /// A sampler for a sequence that starts with `prompt` (which the repetition penalty sees).
+    pub fn for_prompt(params: SamplingParams, prompt: &[u32]) -> Result<Self> {
         params.validate()?;
         let rng = StdRng::seed_from_u64(params.seed);
-        Ok(Self { params, rng })
+        let prompt = match params.rules.repetition_penalty != 1.0 {
+            true => prompt.iter().copied().collect(),
+            false => HashSet::new(),
+        };
+        Ok(Self {
+            params,
+            rng,
+            prompt,
+            output: HashMap::new(),
+        })
     }
 
     /// The distribution tokens are drawn from after temperature, top-k and top-p, as
@@ -137,6 +172,31 @@ impl Sampler {
     }
 
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let rules = &self.params.rules;
+        if rules.is_plain() {
+            return self.pick(logits);
+        }
+        let token = match rules.changes_logits() {
+            true => {
+                let output = &self.output;
+                let prompt = &self.prompt;
+                let adjusted = rules.apply(
+                    logits,
+                    |t| output.get(&t).copied().unwrap_or(0),
+                    |t| prompt.contains(&t),
+                );
+                self.pick(&adjusted)
+            }
+            false => self.pick(logits),
+        };
+        if let Some(log) = &self.params.rules.logprobs {
+            log.push(step_logprobs(logits, token, log.top));
+        }
+        *self.output.entry(token).or_default() += 1;
+        token
+    }
+
+    fn pick(&mut self, logits: &[f32]) -> u32 {
         if self.params.is_greedy() {
             return argmax(logits);
         }
@@ -166,6 +226,7 @@ mod tests {
             top_k: 1,
             top_p: 1.0,
             seed: 7,
+            ..SamplingParams::greedy()
         };
         let mut s = Sampler::new(p).unwrap();
         assert_eq!(s.sample(&[0.1, 3.0, 2.9]), 1);
@@ -174,6 +235,7 @@ mod tests {
             top_k: 0,
             top_p: 1.0,
             seed: 7,
+            ..SamplingParams::greedy()
         };
         let logits = [0.0f32, 0.5, 0.3, 0.2];
         let a: Vec<u32> = {
@@ -198,6 +260,7 @@ mod tests {
             top_k: 0,
             top_p: 0.5,
             seed: 0,
+            ..SamplingParams::greedy()
         };
         let s = Sampler::new(p).unwrap();
         let dist = s.distribution(&[5.0, 0.0, 0.0, 0.0]);

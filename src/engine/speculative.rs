@@ -136,6 +136,14 @@ pub fn generate_self_speculative(
             draft.min_confidence
         );
     }
+    if !params.sampling.rules.is_plain() {
+        // Drafts are sampled and then rejected: penalties and logprobs would need each
+        // verified position's history, which this loop does not keep.
+        bail!(
+            "self-speculative decoding does not apply penalties, logit bias or logprobs; \
+             use early exit or dense for them"
+        );
+    }
     let n = model.num_layers();
     let mut sampler = Sampler::new(params.sampling.clone())?;
     let mut cache = model.new_cache();

@@ -155,6 +155,7 @@ fn full_depth_drafts_are_always_accepted_when_sampling() {
         top_k: 0,
         top_p: 1.0,
         seed: 3,
+        ..SamplingParams::greedy()
     };
     let mut hook = FixedExit::new(4, 4).unwrap();
     let p = params(30, sampling, Vec::new());
@@ -178,6 +179,7 @@ fn rule_frequencies(p: &[(u32, f32)], q: &[(u32, f32)], draws: usize) -> Vec<f64
         top_k: 0,
         top_p: 1.0,
         seed: 11,
+        ..SamplingParams::greedy()
     })
     .unwrap();
     let mut counts = [0usize; 4];

@@ -258,6 +258,9 @@ impl Gate {
             policy: None,
             mode: None,
             kv_fill: None,
+            // The front echoes the text itself and refuses logprobs (see `validate`).
+            logprobs: None,
+            echo: false,
             events,
         };
         let echo = if a.echo { text } else { String::new() };

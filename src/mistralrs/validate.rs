@@ -180,6 +180,7 @@ fn sampling_of(
         top_k: p.top_k.unwrap_or(0),
         top_p: p.top_p.unwrap_or(1.0),
         seed,
+        rules: Default::default(),
     };
     if let Err(e) = sampling.validate() {
         return refuse(&format!("these sampling values ({e})"));

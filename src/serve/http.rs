@@ -32,15 +32,21 @@ pub struct Shared {
     /// Unix time the server started (the model's `created`).
     pub started: u64,
     pub next_id: AtomicU64,
+    /// For `/tokenize` and `/detokenize`, answered here without the engine worker.
+    pub tokenizer: tokenizers::Tokenizer,
+    /// The longest prompt plus answer, in tokens (the model's context).
+    pub max_model_len: usize,
 }
 
-type App = Arc<Shared>;
+pub(super) type App = Arc<Shared>;
 
 pub fn router(app: App, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completion))
         .route("/v1/models", get(models))
+        .route("/tokenize", post(super::tokenize::tokenize))
+        .route("/detokenize", post(super::tokenize::detokenize))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -77,15 +83,13 @@ async fn complete(
     })?;
     let request = openai::parse(&bytes, endpoint, &app.rules)?;
     let prompt = match request.input {
-        Input::Messages(messages) => app
-            .template
-            .render(&messages)
-            .map_err(|e| ApiError::bad_request(format!("{e:#}")).with_param("messages"))?,
-        Input::Prompt(prompt) => prompt,
+        Input::Messages(messages) => Prompt::Text(render(app, &messages)?),
+        Input::Prompt(prompt) => Prompt::Text(prompt),
+        Input::Tokens(ids) => Prompt::Tokens(ids),
     };
     let (events, mut answers) = mpsc::unbounded_channel();
     let job = Job {
-        prompt: Prompt::Text(prompt),
+        prompt,
         max_tokens: request.max_tokens,
         sampling: request.sampling,
         ignore_eos: request.ignore_eos,
@@ -94,6 +98,8 @@ async fn complete(
         policy: request.policy,
         mode: request.mode,
         kv_fill: request.kv_fill,
+        logprobs: request.options.logprobs,
+        echo: request.options.echo,
         events,
     };
     app.queue.try_send(job).map_err(|e| match e {
@@ -121,7 +127,8 @@ async fn complete(
         model: app.rules.model_name.clone(),
     };
     if request.stream {
-        return Ok(stream(head, answers).into_response());
+        let include_usage = request.options.include_usage;
+        return Ok(stream(head, answers, include_usage).into_response());
     }
     loop {
         match answers.recv().await {
@@ -133,39 +140,56 @@ async fn complete(
     }
 }
 
+/// The chat prompt the model's template makes of `messages`.
+pub(super) fn render(app: &Shared, messages: &[openai::ChatMessage]) -> Result<String, ApiError> {
+    app.template
+        .render(messages)
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")).with_param("messages"))
+}
+
 /// Server-sent events: a chunk per piece of text, the last chunk with usage and `adainfer`,
-/// then `data: [DONE]`. Dropping the stream (client gone) closes `answers`, which stops the worker.
+/// (with `include_usage`, a usage chunk with no choices), then `data: [DONE]`. Dropping the
+/// stream (client gone) closes `answers`, which stops the worker.
 fn stream(
     head: ReplyHead,
     answers: mpsc::UnboundedReceiver<Event>,
+    include_usage: bool,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     enum Phase {
         Running(mpsc::UnboundedReceiver<Event>),
-        SendDone,
-        Finished,
+        /// The events left to send, in reverse order.
+        Tail(Vec<SseEvent>),
     }
-    let data = |value: serde_json::Value| Ok(SseEvent::default().data(value.to_string()));
+    let data = |value: serde_json::Value| SseEvent::default().data(value.to_string());
     let start = (head, Phase::Running(answers), true);
     let events = futures_util::stream::unfold(start, move |(head, phase, first)| async move {
         let mut answers = match phase {
             Phase::Running(answers) => answers,
-            Phase::SendDone => {
-                let done = Ok(SseEvent::default().data("[DONE]"));
-                return Some((done, (head, Phase::Finished, first)));
+            Phase::Tail(mut tail) => {
+                let event = tail.pop()?;
+                return Some((Ok(event), (head, Phase::Tail(tail), first)));
             }
-            Phase::Finished => return None,
         };
         loop {
-            let chunk = match answers.recv().await? {
+            let mut tail = match answers.recv().await? {
                 Event::Text(text) => {
-                    let chunk = data(head.delta(&text, first));
+                    let chunk = Ok(data(head.delta(&text, first)));
                     return Some((chunk, (head, Phase::Running(answers), false)));
                 }
                 Event::Started { .. } => continue,
-                Event::Done(summary) => data(head.last(&summary)),
-                Event::Failed(e) => data(e.body()),
+                Event::Done(summary) => {
+                    let mut tail = vec![data(head.last(&summary))];
+                    if include_usage {
+                        tail.push(data(head.usage_chunk(&summary)));
+                    }
+                    tail
+                }
+                Event::Failed(e) => vec![data(e.body())],
             };
-            return Some((chunk, (head, Phase::SendDone, first)));
+            tail.push(SseEvent::default().data("[DONE]"));
+            tail.reverse();
+            let event = tail.pop()?;
+            return Some((Ok(event), (head, Phase::Tail(tail), first)));
         }
     });
     Sse::new(events)
@@ -205,7 +229,8 @@ async fn metrics(State(app): State<App>) -> Response {
 
 async fn not_found() -> Response {
     ApiError::not_found(
-        "no such endpoint: try /v1/chat/completions, /v1/completions, /v1/models, /health or /metrics",
+        "no such endpoint: try /v1/chat/completions, /v1/completions, /v1/models, /tokenize, \
+         /detokenize, /health or /metrics",
     )
     .into_response()
 }
@@ -229,11 +254,14 @@ mod tests {
                 max_tokens: 8,
                 default_max_tokens: 4,
                 sampling: SamplingParams::greedy(),
+                vocab_size: 10,
             },
             template: ChatTemplate::plain(),
             metrics: Default::default(),
             started: 0,
             next_id: Default::default(),
+            tokenizer: tokenizers::Tokenizer::new(tokenizers::models::bpe::BPE::default()),
+            max_model_len: 16,
         }
     }
 

@@ -12,13 +12,18 @@
 mod batch;
 pub mod config;
 pub mod error;
+mod fields;
 mod http;
+mod input;
+mod logprobs;
 pub mod metrics;
 pub mod openai;
+pub mod options;
 pub mod policy;
 mod reply;
 pub mod template;
 mod text_stream;
+mod tokenize;
 pub mod worker;
 
 pub use config::{AdaptiveOverride, EngineConfig};
@@ -56,7 +61,9 @@ impl Server {
             max_tokens: scheduler.max_tokens,
             default_max_tokens: scheduler.default_max_tokens,
             sampling: config.sampling.clone(),
+            vocab_size: engine.config().vocab_size,
         };
+        let tokenizer = engine.tokenizer.clone();
         let metrics = Arc::new(metrics::Metrics::default());
         let (queue, jobs) = mpsc::channel(scheduler.queue_capacity);
         let worker = worker::Worker {
@@ -77,6 +84,8 @@ impl Server {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             next_id: Default::default(),
+            tokenizer,
+            max_model_len: context,
         });
         let listener = tokio::net::TcpListener::bind(addr)
             .await

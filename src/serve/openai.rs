@@ -1,10 +1,14 @@
 //! The OpenAI request bodies we accept, checked field by field before any compute is queued.
 //!
 //! Chat and text completions share one body type: the endpoint decides whether `messages` or
-//! `prompt` is required. Fields we do not implement (tools, logprobs, penalties, …) are unknown
-//! fields, refused with their name rather than silently ignored.
+//! `prompt` is required. OpenAI fields we do not implement (tools, audio, …) are refused by
+//! name with the reason (see `serve::fields`); fields nobody defined are unknown fields,
+//! refused with their name. Neither is ever silently ignored. The sampling and logprob fields
+//! are checked in `serve::options`.
 
 use super::error::ApiError;
+use super::input::{check_messages, check_prompt, check_stop};
+use super::options::{self, Options};
 use crate::engine::kv_fill::KvFill;
 use crate::engine::modes::Mode;
 use crate::engine::SamplingParams;
@@ -37,6 +41,34 @@ pub struct CompletionBody {
     pub seed: Option<u64>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// `{"include_usage": true}`: a last chunk with the usage (and no choices).
+    #[serde(default)]
+    pub stream_options: Option<options::StreamOptions>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f32>,
+    #[serde(default)]
+    pub presence_penalty: Option<f32>,
+    /// Not in OpenAI's API; as vLLM and mistral.rs (HF's definition).
+    #[serde(default)]
+    pub repetition_penalty: Option<f32>,
+    /// Token id (as a string) → bias in [-100, 100].
+    #[serde(default)]
+    pub logit_bias: Option<std::collections::HashMap<String, f64>>,
+    /// Chat: `true`/`false`; completions: how many top alternatives (0–20) per token.
+    #[serde(default)]
+    pub logprobs: Option<serde_json::Value>,
+    /// Chat only: top alternatives per token (0–20), with `logprobs: true`.
+    #[serde(default)]
+    pub top_logprobs: Option<usize>,
+    /// Completions only: the answer starts with the prompt (and its logprobs, if asked).
+    #[serde(default)]
+    pub echo: Option<bool>,
+    /// Completions only: 1 (or equal to `n`) is supported.
+    #[serde(default)]
+    pub best_of: Option<usize>,
+    /// `{"type": "text"}` only.
+    #[serde(default)]
+    pub response_format: Option<serde_json::Value>,
     /// Up to 4 strings; the answer ends before the first one generated.
     #[serde(default)]
     pub stop: Option<PromptText>,
@@ -49,6 +81,21 @@ pub struct CompletionBody {
     /// Accepted and ignored (OpenAI uses it for abuse monitoring).
     #[serde(default)]
     pub user: Option<String>,
+    /// Accepted and ignored, like `user`.
+    #[serde(default)]
+    pub safety_identifier: Option<String>,
+    /// Accepted and ignored: a prompt-cache routing hint (one engine here).
+    #[serde(default)]
+    pub prompt_cache_key: Option<String>,
+    /// Only `false`: nothing is stored.
+    #[serde(default)]
+    pub store: Option<bool>,
+    /// Accepted and ignored (tags for stored completions; nothing is stored).
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `auto` or `default` only: there is one tier.
+    #[serde(default)]
+    pub service_tier: Option<String>,
     /// Our extension: which exit policy answers this request.
     #[serde(default)]
     pub adainfer: Option<AdaInferOptions>,
@@ -63,12 +110,15 @@ pub struct ChatMessage {
     pub name: Option<String>,
 }
 
-/// A string, or a list of strings (`prompt`, `stop`).
+/// A string, or a list of strings (`prompt`, `stop`); `prompt` may also be token ids (a list,
+/// or a list holding one list, as lm-evaluation-harness sends).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum PromptText {
     One(String),
     List(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -100,8 +150,10 @@ pub struct ValidRequest {
     /// Chat messages or the completion prompt.
     pub input: Input,
     pub max_tokens: usize,
+    /// With the request's penalties and logit bias in `sampling.rules`.
     pub sampling: SamplingParams,
     pub stream: bool,
+    pub options: Options,
     pub ignore_eos: bool,
     pub stop: Vec<String>,
     pub policy: Option<String>,
@@ -113,6 +165,7 @@ pub struct ValidRequest {
 pub enum Input {
     Messages(Vec<ChatMessage>),
     Prompt(String),
+    Tokens(Vec<u32>),
 }
 
 /// Limits and defaults the server applies to every body.
@@ -122,6 +175,8 @@ pub struct RequestRules {
     pub max_tokens: usize,
     pub default_max_tokens: usize,
     pub sampling: SamplingParams,
+    /// Token ids in `logit_bias` must be below it.
+    pub vocab_size: usize,
 }
 
 pub fn parse(
@@ -129,16 +184,26 @@ pub fn parse(
     endpoint: Endpoint,
     rules: &RequestRules,
 ) -> Result<ValidRequest, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    let serde_json::Value::Object(mut map) = value else {
+        return Err(ApiError::bad_request(
+            "invalid request body: expected a JSON object",
+        ));
+    };
+    super::fields::screen(&mut map)?;
     // The path names the field a bad value sits in (`max_tokens: invalid value: integer -1`).
-    let mut json = serde_json::Deserializer::from_slice(bytes);
-    let body: CompletionBody = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        let path = e.path().to_string();
-        let detail = e.into_inner();
-        match path.as_str() {
-            "" | "." => ApiError::bad_request(format!("invalid request body: {detail}")),
-            field => ApiError::bad_request(format!("invalid request body: `{field}`: {detail}")),
-        }
-    })?;
+    let body: CompletionBody = serde_path_to_error::deserialize(serde_json::Value::Object(map))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let detail = e.into_inner();
+            match path.as_str() {
+                "" | "." => ApiError::bad_request(format!("invalid request body: {detail}")),
+                field => {
+                    ApiError::bad_request(format!("invalid request body: `{field}`: {detail}"))
+                }
+            }
+        })?;
     check(body, endpoint, rules)
 }
 
@@ -148,7 +213,8 @@ fn check(
     rules: &RequestRules,
 ) -> Result<ValidRequest, ApiError> {
     if let Some(model) = &body.model {
-        if model != &rules.model_name {
+        // "default": clients that must name a model but do not know ours.
+        if model != &rules.model_name && model != "default" {
             return Err(ApiError::not_found(format!(
                 "model {model:?} is not served here; this server serves {:?}",
                 rules.model_name
@@ -156,12 +222,10 @@ fn check(
             .with_param("model"));
         }
     }
-    if body.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::bad_request("only n = 1 is supported").with_param("n"));
-    }
-    let input = match (endpoint, body.messages, body.prompt) {
+    let options = options::check(&body, endpoint)?;
+    let input = match (endpoint, body.messages.clone(), body.prompt.clone()) {
         (Endpoint::Chat, Some(messages), None) => Input::Messages(check_messages(messages)?),
-        (Endpoint::Completion, None, Some(prompt)) => Input::Prompt(check_prompt(prompt)?),
+        (Endpoint::Completion, None, Some(prompt)) => check_prompt(prompt)?,
         (Endpoint::Chat, _, Some(_)) => {
             return Err(ApiError::bad_request(
                 "`prompt` belongs to /v1/completions; chat completions take `messages`",
@@ -185,9 +249,15 @@ fn check(
         .max_completion_tokens
         .or(body.max_tokens)
         .unwrap_or(rules.default_max_tokens);
-    if max_tokens == 0 || max_tokens > rules.max_tokens {
+    // 0 scores the prompt only, which needs `echo` (as in OpenAI's legacy API and vLLM).
+    let least = usize::from(!options.echo);
+    if max_tokens < least || max_tokens > rules.max_tokens {
+        let zero = match least {
+            1 => " (0 only with \"echo\": true, to score the prompt)",
+            _ => "",
+        };
         return Err(ApiError::bad_request(format!(
-            "max_tokens = {max_tokens} is out of range: this server allows 1 to {}",
+            "max_tokens = {max_tokens} is out of range: this server allows {least} to {}{zero}",
             rules.max_tokens
         ))
         .with_param("max_tokens"));
@@ -198,6 +268,7 @@ fn check(
         top_k: body.top_k.unwrap_or(defaults.top_k),
         top_p: body.top_p.unwrap_or(defaults.top_p),
         seed: body.seed.unwrap_or(defaults.seed),
+        rules: options::logit_rules(&body, rules.vocab_size)?,
     };
     sampling
         .validate()
@@ -208,61 +279,13 @@ fn check(
         max_tokens,
         sampling,
         stream: body.stream.unwrap_or(false),
+        options,
         ignore_eos: body.ignore_eos.unwrap_or(false),
         stop: check_stop(body.stop)?,
         policy: body.adainfer.as_ref().and_then(|a| a.policy.clone()),
         mode: body.adainfer.as_ref().and_then(|a| a.mode),
         kv_fill: body.adainfer.and_then(|a| a.kv_fill),
     })
-}
-
-fn check_messages(messages: Vec<ChatMessage>) -> Result<Vec<ChatMessage>, ApiError> {
-    if messages.is_empty() {
-        return Err(ApiError::bad_request("`messages` is empty").with_param("messages"));
-    }
-    if let Some(m) = messages
-        .iter()
-        .find(|m| !matches!(m.role.as_str(), "system" | "user" | "assistant"))
-    {
-        return Err(ApiError::bad_request(format!(
-            "message role {:?} is not supported (system, user or assistant)",
-            m.role
-        ))
-        .with_param("messages"));
-    }
-    Ok(messages)
-}
-
-fn check_stop(stop: Option<PromptText>) -> Result<Vec<String>, ApiError> {
-    let list = match stop {
-        None => Vec::new(),
-        Some(PromptText::One(s)) => vec![s],
-        Some(PromptText::List(list)) => list,
-    };
-    if list.len() > 4 || list.iter().any(String::is_empty) {
-        return Err(
-            ApiError::bad_request("`stop` takes up to 4 non-empty strings").with_param("stop"),
-        );
-    }
-    Ok(list)
-}
-
-fn check_prompt(prompt: PromptText) -> Result<String, ApiError> {
-    let text = match prompt {
-        PromptText::One(text) => text,
-        PromptText::List(mut list) if list.len() == 1 => list.remove(0),
-        PromptText::List(list) => {
-            return Err(ApiError::bad_request(format!(
-                "`prompt` lists {} prompts; send one per request",
-                list.len()
-            ))
-            .with_param("prompt"))
-        }
-    };
-    if text.is_empty() {
-        return Err(ApiError::bad_request("`prompt` is empty").with_param("prompt"));
-    }
-    Ok(text)
 }
 
 #[cfg(test)]
@@ -275,6 +298,7 @@ mod tests {
             max_tokens: 64,
             default_max_tokens: 8,
             sampling: SamplingParams::greedy(),
+            vocab_size: 100,
         }
     }
 
@@ -314,8 +338,10 @@ mod tests {
     fn bad_bodies_name_what_is_wrong() {
         let e = error("{not json", Endpoint::Chat);
         assert!(e.message.contains("invalid request body"), "{e}");
-        let e = error(r#"{"prompt":"x","tools":[]}"#, Endpoint::Completion);
-        assert!(e.message.contains("unknown field `tools`"), "{e}");
+        let e = error(r#"{"prompt":"x","toolz":[]}"#, Endpoint::Completion);
+        assert!(e.message.contains("unknown field `toolz`"), "{e}");
+        let e = error(r#"{"prompt":"x","tools":[{}]}"#, Endpoint::Completion);
+        assert_eq!(e.param, Some("tools"));
         let e = error(
             r#"{"prompt":"x","adainfer":{"polcy":"x"}}"#,
             Endpoint::Completion,

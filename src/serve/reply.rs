@@ -1,6 +1,7 @@
 //! OpenAI response bodies: whole completions and streamed chunks, each with our `adainfer`
 //! object (policy, exit layer of every forward pass, layers saved) where the answer is complete.
 
+use super::logprobs;
 use super::openai::Endpoint;
 use super::worker::Summary;
 use crate::engine::FinishReason;
@@ -35,13 +36,18 @@ impl ReplyHead {
                 json!({
                     "index": 0,
                     "message": {"role": "assistant", "content": s.text},
+                    "logprobs": s.logprobs.as_deref().map(logprobs::chat_json),
                     "finish_reason": finish,
                 }),
             ),
-            Endpoint::Completion => self.body(
-                "text_completion",
-                json!({"index": 0, "text": s.text, "finish_reason": finish, "logprobs": null}),
-            ),
+            Endpoint::Completion => {
+                let text = format!("{}{}", s.echo.as_deref().unwrap_or(""), s.text);
+                let logprobs = s.logprobs.as_deref().map(logprobs::completion_json);
+                self.body(
+                    "text_completion",
+                    json!({"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}),
+                )
+            }
         };
         body["usage"] = usage(s);
         body["adainfer"] = adainfer(s);
@@ -86,6 +92,18 @@ impl ReplyHead {
         body["adainfer"] = adainfer(s);
         body
     }
+
+    /// With `stream_options.include_usage`: the chunk after the last, with no choices.
+    pub fn usage_chunk(&self, s: &Summary) -> Value {
+        let object = match self.endpoint {
+            Endpoint::Chat => "chat.completion.chunk",
+            Endpoint::Completion => "text_completion",
+        };
+        let mut body = self.body(object, json!(null));
+        body["choices"] = json!([]);
+        body["usage"] = usage(s);
+        body
+    }
 }
 
 fn finish_reason(f: FinishReason) -> &'static str {
@@ -115,14 +133,24 @@ fn adainfer(s: &Summary) -> Value {
     } else {
         json!(run as f64 / tokens as f64)
     };
-    json!({
+    let mut object = json!({
         "policy": s.policy,
         "mode": s.mode,
         "num_layers": s.num_layers,
         "exit_layers": s.depths,
         "avg_exit_layer": avg,
         "layers_saved": (s.num_layers * tokens).saturating_sub(run),
-    })
+    });
+    if let Some(tokens) = &s.logprobs {
+        // What depth cost: an early exit's logprobs are the exited layer's distribution.
+        object["logprob_layers"] = json!(logprobs::layers(tokens));
+        object["logprobs_note"] = json!(
+            "each logprob is from the distribution of the layer in logprob_layers (the exit \
+             layer when the policy stopped early, num_layers for a full pass); echoed prompt \
+             tokens come from one pass over the prompt, stopped where the policy said"
+        );
+    }
+    object
 }
 
 #[cfg(test)]
@@ -148,6 +176,8 @@ mod tests {
             depths: vec![3],
             prefill_seconds: 0.5,
             decode_seconds: 0.0,
+            echo: None,
+            logprobs: None,
         };
         let b = head.complete(&s);
         assert_eq!(b["object"], "chat.completion");

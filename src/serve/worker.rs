@@ -5,6 +5,7 @@
 //! closes, and the worker stops that generation at the next token and moves on.
 
 use super::error::ApiError;
+use super::logprobs::{self, TokenLogprob};
 use super::metrics::Metrics;
 use super::policy::{HookFactory, PlanWatch, DENSE};
 use super::text_stream::{Cancelled, StopHit, TextStream};
@@ -12,7 +13,8 @@ use crate::engine::generate::check_request;
 use crate::engine::kv_fill::KvFill;
 use crate::engine::modes::{generate_mode, Mode, ModeSpec};
 use crate::engine::threads::in_pool;
-use crate::engine::{FinishReason, GenerationParams, SamplingParams};
+use crate::engine::StepLogprobs;
+use crate::engine::{FinishReason, GenerationParams, LogprobLog, SamplingParams};
 use crate::hook::LayerHook;
 use crate::Engine;
 use anyhow::{anyhow, Result};
@@ -44,6 +46,11 @@ pub struct Job {
     pub mode: Option<Mode>,
     /// `None`: the server's KV fill for early exit.
     pub kv_fill: Option<KvFill>,
+    /// Log-probabilities of each token with this many alternatives; `None`: none.
+    pub logprobs: Option<usize>,
+    /// The answer starts with the prompt (scored too, with `logprobs`). With `max_tokens` 0
+    /// the prompt is all there is.
+    pub echo: bool,
     pub events: mpsc::UnboundedSender<Event>,
 }
 
@@ -76,6 +83,10 @@ pub struct Summary {
     /// From the start of the request to its first token (prefill), and from there to the end.
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
+    /// With `echo`: the prompt's text, which the answer starts with.
+    pub echo: Option<String>,
+    /// With `logprobs`: the echoed prompt's tokens (first without a logprob), then the answer's.
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 pub struct Worker {
@@ -98,6 +109,10 @@ pub(super) struct Prepared {
     pub spec: ModeSpec,
     pub params: GenerationParams,
     pub start: Instant,
+    /// With `echo` and `logprobs`: each prompt token's step (the first has none) and the
+    /// blocks the scoring pass ran.
+    pub prompt_scores: Option<(Vec<Option<StepLogprobs>>, usize)>,
+    pub echo: Option<String>,
 }
 
 impl Worker {
@@ -142,6 +157,10 @@ impl Worker {
     /// Jobs with the same key can share a batch: dense ones, and a static policy's run as early
     /// exit with `propagate` (the only mode that runs skip plans). `None`: the job runs alone.
     fn batch_key(&self, job: &Job) -> Option<String> {
+        if job.echo {
+            // Scoring the prompt is a pass of its own.
+            return None;
+        }
         let policy = job.policy.as_deref().unwrap_or(self.hooks.default_policy());
         let mode = job.mode.unwrap_or(self.mode.mode);
         if policy == DENSE || mode == Mode::Dense {
@@ -226,10 +245,29 @@ impl Worker {
             false => engine.eos_token_ids.clone(),
         };
         stop_tokens.extend(&job.stop_token_ids);
+        let mut sampling = job.sampling.clone();
+        sampling.rules.logprobs = job.logprobs.map(LogprobLog::new);
+        if spec.mode == Mode::SelfSpeculative && !sampling.rules.is_plain() {
+            return Err(anyhow!(ApiError::bad_request(
+                "self_speculative decoding does not apply penalties, logit_bias or logprobs \
+                 (its drafts are sampled, then rejected); use \"mode\": \"early_exit\" or \
+                 the dense policy for them"
+            )
+            .with_param("adainfer.mode")));
+        }
         let params = GenerationParams {
             max_tokens: job.max_tokens,
-            sampling: job.sampling.clone(),
+            sampling,
             stop_tokens,
+        };
+        let prompt_scores = match (job.echo, job.logprobs) {
+            (true, Some(top)) => Some(self.score_prompt(&ids, &policy, &spec, top)?),
+            _ => None,
+        };
+        let echo = match (job.echo, &job.prompt) {
+            (false, _) => None,
+            (true, Prompt::Text(text)) => Some(text.clone()),
+            (true, Prompt::Tokens(ids)) => Some(engine.decode(ids)?),
         };
         Ok(Prepared {
             ids,
@@ -238,7 +276,26 @@ impl Worker {
             spec,
             params,
             start,
+            prompt_scores,
+            echo,
         })
+    }
+
+    /// The prompt scored for `echo`: with early exit the request's policy (a fresh hook)
+    /// decides where the scoring pass stops.
+    fn score_prompt(
+        &self,
+        ids: &[u32],
+        policy: &str,
+        spec: &ModeSpec,
+        top: usize,
+    ) -> Result<(Vec<Option<StepLogprobs>>, usize)> {
+        let mut hook = match spec.mode {
+            Mode::EarlyExit => self.hooks.make(&self.engine, policy)?,
+            _ => None,
+        };
+        let hook = hook.as_mut().map(|h| h.as_mut() as &mut dyn LayerHook);
+        logprobs::score_prompt(&self.engine, ids, hook, top)
     }
 
     fn run(&self, job: &Job) -> Result<Summary> {
@@ -253,6 +310,10 @@ impl Worker {
             ..
         } = &prepared;
         let mut text = TextStream::new(engine, &job.events, &job.stop);
+        if params.max_tokens == 0 {
+            // Only the prompt was asked for (scored in `prepare`).
+            return self.summary(&prepared, &mut text, FinishReason::Length, None);
+        }
         let mut watch = hook.as_mut().map(|h| PlanWatch::new(h.as_mut()));
         let mut first_token = None;
         let generated = generate_mode(
@@ -295,6 +356,18 @@ impl Worker {
         let end = Instant::now();
         let first_token = first_token.unwrap_or(end);
         let start = prepared.start;
+        let logprobs = match &prepared.params.sampling.rules.logprobs {
+            None => None,
+            Some(log) => Some(logprobs::tokens(
+                &self.engine,
+                &prepared.ids,
+                prepared.prompt_scores.as_ref(),
+                &text.tokens,
+                &log.steps(),
+                &text.depths,
+                prepared.echo.as_deref(),
+            )?),
+        };
         Ok(Summary {
             text: answer,
             prompt_tokens: prepared.ids.len(),
@@ -306,6 +379,8 @@ impl Worker {
             depths: std::mem::take(&mut text.depths),
             prefill_seconds: (first_token - start).as_secs_f64(),
             decode_seconds: (end - first_token).as_secs_f64(),
+            echo: prepared.echo.clone(),
+            logprobs,
         })
     }
 }
