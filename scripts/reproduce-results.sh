@@ -57,6 +57,12 @@ run calibrate-smollm2-agnews calibrate --config $B --model "$G" --task agnews --
   --budget 0.01 --confidence 0.9 --limit 700 $GRID --out "${TMPDIR:-/tmp}/smollm2-agnews.toml"
 run eval-smollm2-sst2-certified eval --config plugin-configs/smollm2-135m-instruct-sst2.toml --model "$G" \
   --task sst2 --limit 300 --arms dense,adaptive,oracle
+S=plugin-configs/smollm2-135m-instruct-sst2.toml
+run eval-smollm2-sst2-baselines-last3 eval --config $S --model "$G" --task sst2 --limit 300 \
+  --arms dense,shortgpt,unified_skip --set policy.shortgpt.layers=3 --set policy.unified_skip.target_speedup=1.11
+run eval-smollm2-sst2-baselines-bi3 eval --config $S --model "$G" --task sst2 --limit 300 \
+  --arms dense,shortgpt,unified_skip --set policy.shortgpt.layers=3 --set policy.shortgpt.by=block_influence \
+  --set policy.unified_skip.target_speedup=1.2
 run eval-smollm2-agnews-certified eval --config plugin-configs/smollm2-135m-instruct-agnews.toml --model "$G" \
   --task agnews --limit 300 --arms dense,adaptive,oracle
 # GGUF speed against llama.cpp (its llama-bench, built by ../shared/tools) and mistral.rs (#11 item 5).
