@@ -23,6 +23,13 @@ fn metric(metrics: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
 }
 
+/// A normal request is answered.
+async fn still_serves(client: &HttpClient, server: &adainfer::serve::Server) {
+    let body = json!({"prompt": "Q: hello\nA:", "max_tokens": 2});
+    let (status, reply) = post(client, server, "/v1/completions", &body).await;
+    assert_eq!(status, 200, "{reply}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_hundred_clients_on_a_queue_of_64_get_503s_and_the_server_recovers() {
     let mut config = engine_config();
@@ -71,14 +78,7 @@ async fn three_hundred_clients_on_a_queue_of_64_get_503s_and_the_server_recovers
     let (status, metrics) = get(&client, &server, "/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(metric(&metrics, "adainfer_queue_depth"), 0.0);
-    let (status, reply) = post(
-        &client,
-        &server,
-        "/v1/completions",
-        &json!({"prompt": "Q: hello\nA:", "max_tokens": 2}),
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
+    still_serves(&client, &server).await;
     // 300 requests of ≤ 48 tokens on a 12-layer model: KV caches and buffers, not leaks.
     if let (Some(before), Some(after)) = (rss_before, peak_rss_kb()) {
         let grown_mb = after.saturating_sub(before) / 1024;
@@ -117,12 +117,5 @@ async fn a_client_that_drops_its_stream_frees_the_engine() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(cancelled, 3.0, "three dropped streams, three cancellations");
-    let (status, reply) = post(
-        &client,
-        &server,
-        "/v1/completions",
-        &json!({"prompt": "Q: hello\nA:", "max_tokens": 2}),
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
+    still_serves(&client, &server).await;
 }
