@@ -7,7 +7,7 @@ use adainfer::eval::replay::{self, Replayed};
 use adainfer::eval::run;
 use adainfer::eval::sweep::{default_thresholds, with_threshold};
 use adainfer::plugin::classifier::write_atomically;
-use adainfer::plugin::config::{CalibrationRecord, ThresholdParams};
+use adainfer::plugin::config::CalibrationRecord;
 use adainfer::plugin::policy::Signal;
 use adainfer::plugin::{load_engine, PluginConfig};
 use anyhow::{bail, Context, Result};
@@ -90,16 +90,6 @@ fn tidy_floats(value: &mut toml::Value) {
         toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| tidy_floats(v)),
         toml::Value::Array(a) => a.iter_mut().for_each(tidy_floats),
         _ => {}
-    }
-}
-
-/// The threshold table of the config's policy (gap_threshold or top_prob_threshold).
-fn threshold_params(config: &mut PluginConfig) -> &mut ThresholdParams {
-    let p = &mut config.policy;
-    if p.kind == "top_prob_threshold" {
-        &mut p.top_prob_threshold
-    } else {
-        &mut p.gap_threshold
     }
 }
 
@@ -221,7 +211,7 @@ pub fn run(a: Args) -> Result<()> {
         "top_prob_threshold" => Signal::TopProb,
         _ => Signal::Gap,
     };
-    if !risks.is_empty() && !["gap_threshold", "top_prob_threshold"].contains(&kind.as_str()) {
+    if !risks.is_empty() && !matches!(kind.as_str(), "gap_threshold" | "top_prob_threshold") {
         bail!("--per-layer-risks fits per-layer thresholds of gap_threshold or top_prob_threshold, not of {kind}");
     }
     with_threshold(&config, 0.5)?; // fail early on a static policy, before loading anything
@@ -286,7 +276,10 @@ pub fn run(a: Args) -> Result<()> {
         );
         let mut rule = config.clone();
         rule.limits.min_layer = 1;
-        threshold_params(&mut rule).per_layer = fitted;
+        let kind = rule.policy.kind.clone();
+        if let Some(thresholds) = rule.policy.thresholds_mut(&kind) {
+            thresholds.per_layer = fitted;
+        }
         let outcomes = replay::replay(&engine, &rule, &traces, &prepared.cases)?;
         candidates.push(Candidate::new(rule, shown, true, &outcomes, &select, &test));
     }

@@ -11,14 +11,6 @@ use super::replay::PromptTrace;
 use crate::plugin::config::LayerThreshold;
 use crate::plugin::policy::Signal;
 
-fn signal_of(trace: &PromptTrace, index: usize, signal: Signal) -> f32 {
-    let row = &trace.rows[index];
-    match signal {
-        Signal::Gap => row.gap,
-        Signal::TopProb => row.top_prob,
-    }
-}
-
 /// The per-layer thresholds at risk level `risk`, fitted on `prompts` (indices into `traces`).
 /// The last block is never listed (exiting there is running every block); blocks where no
 /// threshold meets the risk are left out, so the rule never exits there.
@@ -39,7 +31,7 @@ pub fn fit(
             .map(|&i| {
                 let t = &traces[i];
                 (
-                    signal_of(t, index, signal),
+                    signal.of(&t.rows[index]),
                     t.answers[index] != t.dense_answer(),
                 )
             })

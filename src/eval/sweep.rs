@@ -46,9 +46,11 @@ pub fn with_threshold(config: &PluginConfig, value: f64) -> Result<PluginConfig>
     let mut c = config.clone();
     let p = &mut c.policy;
     let kind = p.kind.clone();
+    if let Some(thresholds) = p.thresholds_mut(&kind) {
+        thresholds.threshold = value as f32;
+        return Ok(c);
+    }
     match kind.as_str() {
-        "gap_threshold" => p.gap_threshold.threshold = value as f32,
-        "top_prob_threshold" => p.top_prob_threshold.threshold = value as f32,
         "svm" | "logistic" => {
             let params = if kind == "svm" {
                 &mut p.svm

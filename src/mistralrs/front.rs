@@ -100,7 +100,6 @@ impl AdaInferFront {
         let gate = Gate {
             tokenizer: engine.tokenizer.clone(),
             context,
-            vocab_size: engine.config().vocab_size,
             template,
             model_name: options.model_name,
         };
@@ -151,7 +150,6 @@ impl AdaInferFront {
 struct Gate {
     tokenizer: tokenizers::Tokenizer,
     context: usize,
-    vocab_size: usize,
     template: ChatTemplate,
     model_name: String,
 }
@@ -236,17 +234,7 @@ impl Gate {
         if a.truncate && max_tokens < self.context && ids.len() + max_tokens > self.context {
             ids.drain(..ids.len() + max_tokens - self.context);
         }
-        if let Some(id) = a
-            .stop_ids
-            .iter()
-            .find(|&&id| id as usize >= self.vocab_size)
-        {
-            return Err(format!(
-                "stop token id {id} is outside the vocabulary ({} tokens)",
-                self.vocab_size
-            ));
-        }
-        // The worker checks the rest (empty, too long, prompt ids outside the vocabulary).
+        // The worker checks the rest (empty, too long, prompt or stop ids outside the vocabulary).
         let (events, answers) = unbounded_channel();
         let job = Job {
             prompt: Prompt::Tokens(ids),

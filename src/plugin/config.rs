@@ -94,6 +94,17 @@ pub struct PolicySection {
     pub unified_skip: UnifiedSkipParams,
 }
 
+impl PolicySection {
+    /// The threshold table of a threshold rule `kind` (`None` for other kinds).
+    pub fn thresholds_mut(&mut self, kind: &str) -> Option<&mut ThresholdParams> {
+        match kind {
+            "gap_threshold" => Some(&mut self.gap_threshold),
+            "top_prob_threshold" => Some(&mut self.top_prob_threshold),
+            _ => None,
+        }
+    }
+}
+
 fn default_kind() -> String {
     "gap_threshold".into()
 }

@@ -11,6 +11,7 @@ use super::policy::{HookFactory, PlanWatch, DENSE};
 use super::text_stream::{Cancelled, StopHit, TextStream};
 use crate::engine::generate::check_request;
 use crate::engine::kv_fill::KvFill;
+use crate::engine::model::check_vocabulary;
 use crate::engine::modes::{generate_mode, Mode, ModeSpec};
 use crate::engine::threads::in_pool;
 use crate::engine::StepLogprobs;
@@ -223,6 +224,12 @@ impl Worker {
             ))));
         }
         check_request(&engine.model, &ids, job.max_tokens).map_err(bad)?;
+        check_vocabulary(
+            "stop token",
+            &job.stop_token_ids,
+            engine.model.config.vocab_size,
+        )
+        .map_err(bad)?;
         let default = self.hooks.default_policy();
         let mut policy = job.policy.clone().unwrap_or_else(|| default.to_string());
         let mut hook = self.hooks.make(engine, &policy).map_err(|e| {

@@ -78,6 +78,16 @@ pub enum Signal {
     TopProb,
 }
 
+impl Signal {
+    /// This signal's value in `row`.
+    pub fn of(self, row: &FeatureRow) -> f32 {
+        match self {
+            Signal::Gap => row.gap,
+            Signal::TopProb => row.top_prob,
+        }
+    }
+}
+
 /// A threshold rule: exit after the first block whose signal reaches that block's threshold.
 pub struct ThresholdRule {
     signal: Signal,
@@ -112,12 +122,8 @@ impl ExitPolicy for ThresholdRule {
     }
 
     fn decide(&mut self, row: &FeatureRow) -> Decision {
-        let value = match self.signal {
-            Signal::Gap => row.gap,
-            Signal::TopProb => row.top_prob,
-        };
         match self.thresholds.at(row.layer) {
-            Some(t) if value >= t => Decision::Exit,
+            Some(t) if self.signal.of(row) >= t => Decision::Exit,
             _ => Decision::Continue,
         }
     }
