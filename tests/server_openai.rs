@@ -197,7 +197,7 @@ async fn bad_input_gets_clean_errors_and_the_server_keeps_serving() {
             completions,
             huge_body.into_bytes(),
             413,
-            "length limit",
+            "larger than 4096 bytes (scheduler.max_body_bytes)",
         ),
         (
             "POST",
@@ -246,7 +246,7 @@ async fn bad_input_gets_clean_errors_and_the_server_keeps_serving() {
             )
             .into_bytes(),
             413,
-            "length limit",
+            "larger than 4096 bytes (scheduler.max_body_bytes)",
         ),
         (
             "POST",

@@ -9,13 +9,6 @@ use serde_json::json;
 use server_common::*;
 use std::time::Duration;
 
-/// Peak resident memory of this process so far (kB), from /proc (Linux only).
-fn peak_rss_kb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn metric(metrics: &str, name: &str) -> f64 {
     metrics
         .lines()

@@ -93,6 +93,24 @@ pub struct SchedulerSection {
     /// Dense requests waiting together are decoded together, up to this many (1: one at a time).
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Open connections at most; further clients wait in the kernel's backlog until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers (also how long an idle keep-alive
+    /// connection stays open); a slower one is disconnected.
+    #[serde(default = "default_client_timeout_secs")]
+    pub header_timeout_secs: f64,
+    /// Seconds a client may take to send a request's body; a slower one gets HTTP 408.
+    #[serde(default = "default_client_timeout_secs")]
+    pub body_timeout_secs: f64,
+}
+
+fn default_max_connections() -> usize {
+    512
+}
+
+fn default_client_timeout_secs() -> f64 {
+    30.0
 }
 
 fn default_max_batch() -> usize {
@@ -124,6 +142,9 @@ impl Default for SchedulerSection {
             max_prompt_tokens: None,
             max_body_bytes: default_max_body_bytes(),
             max_batch: default_max_batch(),
+            max_connections: default_max_connections(),
+            header_timeout_secs: default_client_timeout_secs(),
+            body_timeout_secs: default_client_timeout_secs(),
         }
     }
 }
@@ -256,6 +277,18 @@ impl EngineConfig {
         if s.max_prompt_tokens == Some(0) {
             bail!("scheduler.max_prompt_tokens must be at least 1");
         }
+        if s.max_connections == 0 {
+            bail!("scheduler.max_connections must be at least 1");
+        }
+        for (name, secs) in [
+            ("header_timeout_secs", s.header_timeout_secs),
+            ("body_timeout_secs", s.body_timeout_secs),
+        ] {
+            // A day at most: beyond that a timeout is no defence (and Duration would overflow).
+            if !(secs > 0.0 && secs <= 86_400.0) {
+                bail!("scheduler.{name} = {secs} must be a number of seconds in (0, 86400]");
+            }
+        }
         self.sampling.validate().context("in [sampling]")?;
         let a = &self.adaptive;
         if a.enabled && a.plugin.is_none() {
@@ -377,6 +410,25 @@ mod tests {
         );
         let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
         assert!(e.contains("adaptive.enabled = false"), "{e}");
+        for bad in [
+            "header_timeout_secs = 0.0",
+            "body_timeout_secs = nan",
+            "body_timeout_secs = 1e30",
+        ] {
+            let path = write(
+                &dir,
+                &format!("[model]\npath = \"m\"\n[scheduler]\n{bad}\n"),
+            );
+            let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
+            let field = bad.split(' ').next().unwrap();
+            assert!(e.contains(field) && e.contains("86400"), "{bad}: {e}");
+        }
+        let path = write(
+            &dir,
+            "[model]\npath = \"m\"\n[scheduler]\nmax_connections = 0\n",
+        );
+        let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
+        assert!(e.contains("max_connections"), "{e}");
     }
 
     #[test]

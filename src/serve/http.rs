@@ -9,10 +9,12 @@ use super::openai::{self, Endpoint, Input, RequestRules};
 use super::reply::ReplyHead;
 use super::template::ChatTemplate;
 use super::worker::{Event, Job, Prompt};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +23,7 @@ use serde_json::json;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// What the handlers share.
@@ -40,7 +43,14 @@ pub struct Shared {
 
 pub(super) type App = Arc<Shared>;
 
-pub fn router(app: App, max_body_bytes: usize) -> Router {
+/// How large a request body may be and how long its client may take to send it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub timeout: Duration,
+}
+
+pub fn router(app: App, body: BodyLimits) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completion))
@@ -50,8 +60,48 @@ pub fn router(app: App, max_body_bytes: usize) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(body.max_bytes))
+        .layer(middleware::from_fn_with_state(body, buffer_body))
         .with_state(app)
+}
+
+/// Read the whole body, within the size and time limits, before any handler runs: a client
+/// that trickles its body (slow-loris) gets 408 and its connection back instead of holding it.
+async fn buffer_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, limits.max_bytes);
+    let bytes = match tokio::time::timeout(limits.timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_large = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            let error = match too_large {
+                true => ApiError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    ..ApiError::bad_request(format!(
+                        "the request body is larger than {} bytes (scheduler.max_body_bytes)",
+                        limits.max_bytes
+                    ))
+                },
+                false => ApiError::bad_request("the request body could not be read"),
+            };
+            return error.into_response();
+        }
+        Err(_) => {
+            return ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                ..ApiError::bad_request(format!(
+                    "the request body did not arrive within {} s (scheduler.body_timeout_secs)",
+                    limits.timeout.as_secs_f64()
+                ))
+            }
+            .into_response()
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 async fn chat(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {

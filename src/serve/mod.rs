@@ -15,6 +15,7 @@ pub mod error;
 mod fields;
 mod http;
 mod input;
+mod listen;
 mod logprobs;
 pub mod metrics;
 pub mod openai;
@@ -34,6 +35,7 @@ use crate::Engine;
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// A running server: bound, serving, with its engine worker.
@@ -91,15 +93,19 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr()?;
-        let app = http::router(shared, scheduler.max_body_bytes);
+        let app = http::router(
+            shared,
+            http::BodyLimits {
+                max_bytes: scheduler.max_body_bytes,
+                timeout: Duration::from_secs_f64(scheduler.body_timeout_secs),
+            },
+        );
+        let limits = listen::ConnectionLimits {
+            max_connections: scheduler.max_connections,
+            header_timeout: Duration::from_secs_f64(scheduler.header_timeout_secs),
+        };
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop.await;
-                })
-                .await
-        });
+        let task = tokio::spawn(listen::serve(listener, app, limits, stop));
         Ok(Self {
             addr,
             shutdown,
