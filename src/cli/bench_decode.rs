@@ -1,10 +1,14 @@
+use super::chat::chat_prompt;
 use super::generate::policy;
 use super::{ConfigModelArgs, GenerationFlags, PluginArgs};
 use adainfer::engine::modes::Mode;
 use adainfer::engine::synthetic::SyntheticSpec;
 use adainfer::engine::{GenerationParams, SamplingParams};
-use adainfer::eval::bench_decode::{bench_decode, markdown_table, parse_modes};
+use adainfer::eval::bench_decode::{
+    bench_decode, markdown_table, parse_modes, verify_cost_table, verify_costs,
+};
 use adainfer::eval::tasks::{self, Split, Task};
+use adainfer::eval::workloads::Workload;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -29,9 +33,14 @@ pub struct Args {
     #[command(flatten)]
     plugin: PluginArgs,
     /// Prompts `Q: {x}\nA:` from this task's test split (sst2, agnews, …).
-    #[arg(long, default_value = "sst2")]
+    #[arg(long, default_value = "sst2", conflicts_with = "workloads")]
     task: String,
-    /// How many prompts (the split's first rows).
+    /// Instead of --task: comma-separated chat workloads, each its own table — squad (a
+    /// passage and a question, answer quoted), rewrite (a paragraph with one change), chat
+    /// (open prompts), or all.
+    #[arg(long)]
+    workloads: Option<String>,
+    /// How many prompts (per workload).
     #[arg(long, default_value_t = 20)]
     prompts: usize,
     #[arg(long, default_value_t = 32)]
@@ -42,6 +51,10 @@ pub struct Args {
     modes: String,
     #[command(flatten)]
     flags: GenerationFlags,
+    /// Also time one full-model pass of 1..=N rows after the first prompt (the price of
+    /// verifying N − 1 drafts) and print it against one row.
+    #[arg(long, default_value_t = 0)]
+    verify_cost_rows: usize,
     /// markdown or json.
     #[arg(long, default_value = "markdown")]
     format: String,
@@ -86,19 +99,55 @@ pub fn run(a: Args) -> Result<()> {
     .load(config.as_ref())?;
     let mut base = a.flags.apply(config.as_ref().map(|c| &c.generation));
     base.mode = Mode::EarlyExit;
-    let mut policy = policy(&base, config.as_ref(), &engine)?;
+    let modes = parse_modes(&a.modes, base.kv_fill, base.draft)?;
+    let needs_policy = modes.iter().any(|m| match m.mode {
+        Mode::Dense => false,
+        Mode::EarlyExit => true,
+        Mode::SelfSpeculative => m.draft.source.needs_policy(),
+    });
+    let mut policy = match needs_policy {
+        true => policy(&base, config.as_ref(), &engine)?,
+        false => super::generate::Policy::None,
+    };
     let policy_name = match (base.fixed_layer, &config) {
+        _ if !needs_policy => "no exit policy".to_string(),
         (Some(layer), _) => format!("fixed exit/draft layer {layer}"),
         (None, Some(c)) => format!("plugin policy {}", c.policy.kind),
         (None, None) => bail!("give --draft-layer or a plugin --config to decide exits"),
     };
-    let hook = policy.hook().context("no exit policy")?;
-    let task = Task::parse(&a.task)?;
-    let prompts = tasks::load_examples(task, Split::Test, Some(a.prompts))?
-        .iter()
-        .map(|e| engine.encode(&tasks::prompt(e)))
-        .collect::<Result<Vec<_>>>()?;
-    let modes = parse_modes(&a.modes, base.kv_fill, base.draft)?;
+    // (name, description, token prompts) per table.
+    let sets = match &a.workloads {
+        None => {
+            let task = Task::parse(&a.task)?;
+            let prompts = tasks::load_examples(task, Split::Test, Some(a.prompts))?
+                .iter()
+                .map(|e| engine.encode(&tasks::prompt(e)))
+                .collect::<Result<Vec<_>>>()?;
+            vec![(
+                task.name().to_string(),
+                "Q:/A: prompts".to_string(),
+                prompts,
+            )]
+        }
+        Some(list) => {
+            let names: Vec<&str> = match list.trim() {
+                "all" => Workload::ALL.iter().map(|w| w.name()).collect(),
+                list => list.split(',').map(str::trim).collect(),
+            };
+            let mut sets = Vec::new();
+            for name in names {
+                let workload = Workload::parse(name)?;
+                let prompts = workload
+                    .messages(a.prompts)?
+                    .iter()
+                    .map(|m| engine.encode(&chat_prompt(&engine, None, &[m.clone()])?))
+                    .collect::<Result<Vec<_>>>()?;
+                let what = format!("{}, chat template", workload.description());
+                sets.push((workload.name().to_string(), what, prompts));
+            }
+            sets
+        }
+    };
     let params = GenerationParams {
         max_tokens: a.max_tokens,
         sampling: SamplingParams::greedy(),
@@ -109,22 +158,41 @@ pub fn run(a: Args) -> Result<()> {
             engine.eos_token_ids.clone()
         },
     };
-    let reports = bench_decode(&engine.model, &prompts, &params, &modes, hook)?;
-    if a.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
-    } else {
-        let name = match &a.synthetic {
-            Some(shape) => format!("random-weight {shape} shape"),
-            None => engine.source.path().display().to_string(),
-        };
+    let name = match &a.synthetic {
+        Some(shape) => format!("random-weight {shape} shape"),
+        None => engine.source.path().display().to_string(),
+    };
+    let mut json = serde_json::Map::new();
+    if a.verify_cost_rows > 0 {
+        let costs = verify_costs(&engine.model, &sets[0].2[0], a.verify_cost_rows, 7)?;
+        if a.format == "json" {
+            json.insert("verify_costs".into(), serde_json::to_value(&costs)?);
+        } else {
+            println!(
+                "{name}: one full-model pass of N rows after a {}-token prompt (median of 7), \
+                 against one row\n\n{}",
+                sets[0].2[0].len(),
+                verify_cost_table(&costs)
+            );
+        }
+    }
+    for (set, what, prompts) in &sets {
+        let reports = bench_decode(&engine.model, prompts, &params, &modes, policy.hook())?;
+        if a.format == "json" {
+            json.insert(set.clone(), serde_json::to_value(&reports)?);
+            continue;
+        }
         println!(
-            "{name} ({} blocks, {}): {} {task} prompts, greedy, up to {} tokens, {policy_name}\n",
+            "{name} ({} blocks, {}): {} {set} prompts ({what}), greedy, up to {} tokens, {policy_name}\n",
             engine.model.num_layers(),
             a.dtype.as_deref().unwrap_or("config/auto"),
             prompts.len(),
             a.max_tokens,
         );
-        print!("{}", markdown_table(&reports));
+        println!("{}", markdown_table(&reports));
+    }
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(())
 }

@@ -104,6 +104,15 @@ pub struct GenerationFlags {
     /// config's, else 0 (off).
     #[arg(long)]
     pub draft_confidence: Option<f32>,
+    /// What drafts in self_speculative mode: layers (the model's shallow passes, depth from the
+    /// policy), prompt_lookup (tokens that followed the last n-gram in the context) or auto
+    /// (prompt lookup, drafting only as much as this request's measurements say pays).
+    /// Default: the config's, else layers.
+    #[arg(long)]
+    pub draft_source: Option<adainfer::engine::speculative::DraftSource>,
+    /// Prompt lookup: the longest n-gram matched. Default: the config's, else 3.
+    #[arg(long)]
+    pub draft_ngram: Option<usize>,
 }
 
 impl GenerationFlags {
@@ -117,6 +126,8 @@ impl GenerationFlags {
         spec.fixed_layer = self.draft_layer.or(spec.fixed_layer);
         spec.draft.tokens = self.draft_tokens.unwrap_or(spec.draft.tokens);
         spec.draft.min_confidence = self.draft_confidence.unwrap_or(spec.draft.min_confidence);
+        spec.draft.source = self.draft_source.unwrap_or(spec.draft.source);
+        spec.draft.ngram = self.draft_ngram.unwrap_or(spec.draft.ngram);
         spec
     }
 

@@ -3,8 +3,9 @@
 use super::early_exit::generate_early_exit;
 use super::generate::{generate_dense, Generation, GenerationParams};
 use super::kv_fill::KvFill;
+use super::lookup_decode::generate_prompt_lookup;
 use super::model::DecoderModel;
-use super::speculative::{generate_self_speculative, DraftSettings};
+use super::speculative::{generate_self_speculative, DraftSettings, DraftSource};
 use crate::hook::LayerHook;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -85,11 +86,17 @@ impl ModeSpec {
         Self::default()
     }
 
-    /// Short name for reports: `dense`, `early_exit/recompute`, `self_speculative/k=4/c=0.3`.
+    /// Short name for reports: `dense`, `early_exit/recompute`, `self_speculative/k=4/c=0.3`,
+    /// `self_speculative/auto/k=8`.
     pub fn label(&self) -> String {
         match self.mode {
             Mode::Dense => "dense".into(),
             Mode::EarlyExit => format!("early_exit/{}", self.kv_fill),
+            Mode::SelfSpeculative if self.draft.source != DraftSource::Layers => format!(
+                "self_speculative/{}/k={}",
+                self.draft.source.name(),
+                self.draft.tokens
+            ),
             Mode::SelfSpeculative if self.draft.min_confidence > 0.0 => format!(
                 "self_speculative/k={}/c={}",
                 self.draft.tokens, self.draft.min_confidence
@@ -168,6 +175,10 @@ pub fn generate_mode(
             let g = generate_dense(model, prompt, params, |t| on_token(t, n))?;
             let depths = vec![n; g.tokens.len()];
             Ok(AdaptiveGeneration::new(g, depths))
+        }
+        (Mode::SelfSpeculative, _) if !spec.draft.source.needs_policy() => {
+            let auto = spec.draft.source == DraftSource::Auto;
+            generate_prompt_lookup(model, prompt, params, &spec.draft, auto, on_token)
         }
         (mode, None) => bail!(
             "mode {mode} needs an exit policy: a fixed layer (--draft-layer) or a plugin config (--config)"

@@ -82,16 +82,62 @@ fn record_logits(
     Ok(())
 }
 
+/// What drafts the tokens the full model verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DraftSource {
+    /// The model's own shallow passes, as deep as the plugin's policy (or a fixed layer) says.
+    Layers,
+    /// The tokens that followed the last n-gram where it occurred earlier in the context.
+    PromptLookup,
+    /// Prompt lookup, verifying each round only as many drafts as this request's measured
+    /// costs and acceptance say pay (none where drafts keep failing): never much slower than
+    /// dense.
+    Auto,
+}
+
+impl DraftSource {
+    pub const ALL: [DraftSource; 3] = [Self::Layers, Self::PromptLookup, Self::Auto];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Layers => "layers",
+            Self::PromptLookup => "prompt_lookup",
+            Self::Auto => "auto",
+        }
+    }
+
+    /// Whether drafting needs the model's layers and an exit policy to choose their depth.
+    pub fn needs_policy(self) -> bool {
+        self == Self::Layers
+    }
+}
+
+impl std::str::FromStr for DraftSource {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .with_context(|| {
+                format!("unknown draft source {s:?}: expected layers, prompt_lookup or auto")
+            })
+    }
+}
+
 /// How much to draft per round (`[generation.draft]` in a plugin config).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DraftSettings {
+    pub source: DraftSource,
     /// At most this many drafts per round.
     pub tokens: usize,
-    /// Stop drafting after a draft whose own softmax top probability (at temperature 1) is
-    /// below this: a draft that unsure is likely rejected, and so would every draft after it.
-    /// 0 = always draft `tokens`.
+    /// Layer drafts: stop drafting after a draft whose own softmax top probability (at
+    /// temperature 1) is below this: a draft that unsure is likely rejected, and so would every
+    /// draft after it. 0 = always draft `tokens`.
     pub min_confidence: f32,
+    /// Prompt lookup: the longest n-gram matched (longest first, down to one token).
+    pub ngram: usize,
 }
 
 impl Default for DraftSettings {
@@ -100,12 +146,43 @@ impl Default for DraftSettings {
     }
 }
 
+/// Longest n-gram prompt lookup may match: beyond this a match is as good as certain.
+pub const MAX_NGRAM: usize = 16;
+
+/// Most drafts per round: rows beyond a few dozen make verification a prefill.
+pub const MAX_DRAFT_TOKENS: usize = 64;
+
 impl DraftSettings {
+    /// `tokens` layer drafts per round.
     pub fn fixed(tokens: usize) -> Self {
         Self {
+            source: DraftSource::Layers,
             tokens,
             min_confidence: 0.0,
+            ngram: 3,
         }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_DRAFT_TOKENS).contains(&self.tokens) {
+            bail!(
+                "draft tokens per round must be between 1 and {MAX_DRAFT_TOKENS}, got {}",
+                self.tokens
+            );
+        }
+        if !(0.0..=1.0).contains(&self.min_confidence) {
+            bail!(
+                "draft confidence must be in [0, 1], got {}",
+                self.min_confidence
+            );
+        }
+        if !(1..=MAX_NGRAM).contains(&self.ngram) {
+            bail!(
+                "draft ngram must be between 1 and {MAX_NGRAM}, got {}",
+                self.ngram
+            );
+        }
+        Ok(())
     }
 }
 
@@ -127,15 +204,7 @@ pub fn generate_self_speculative(
     mut on_token: impl FnMut(u32, usize) -> Result<()>,
 ) -> Result<AdaptiveGeneration> {
     check_request(model, prompt, params.max_tokens)?;
-    if draft.tokens == 0 {
-        bail!("draft tokens per round must be at least 1");
-    }
-    if !(0.0..=1.0).contains(&draft.min_confidence) {
-        bail!(
-            "draft confidence must be in [0, 1], got {}",
-            draft.min_confidence
-        );
-    }
+    draft.validate()?;
     if !params.sampling.rules.is_plain() {
         // Drafts are sampled and then rejected: penalties and logprobs would need each
         // verified position's history, which this loop does not keep.

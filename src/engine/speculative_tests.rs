@@ -81,8 +81,8 @@ fn greedy_speculative_equals_dense_for_every_draft_depth_and_length() {
             }
         }
         let confident = DraftSettings {
-            tokens: 6,
             min_confidence: 0.5,
+            ..DraftSettings::fixed(6)
         };
         let mut hook = FixedExit::new(2, 6).unwrap();
         let spec =
@@ -94,8 +94,8 @@ fn greedy_speculative_equals_dense_for_every_draft_depth_and_length() {
         );
         // Nothing is surer than certain: each round stops after its first draft.
         let unsure = DraftSettings {
-            tokens: 6,
             min_confidence: 1.0,
+            ..DraftSettings::fixed(6)
         };
         let spec = generate_self_speculative(&model, prompt, &p, &mut hook, &unsure, |_, _| Ok(()))
             .unwrap();

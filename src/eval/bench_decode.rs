@@ -5,14 +5,17 @@
 
 use crate::engine::generate::GenerationParams;
 use crate::engine::kv_fill::KvFill;
+use crate::engine::model::Outputs;
 use crate::engine::modes::{generate_mode, AdaptiveGeneration, Mode, ModeSpec};
 use crate::engine::speculative::DraftSettings;
 use crate::engine::DecoderModel;
 use crate::hook::LayerHook;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use std::time::Instant;
 
-/// Parse `dense,early_exit/propagate,self_speculative/k=6/c=0.3` (unwritten settings come
+/// Parse `dense,early_exit/propagate,self_speculative/k=6/c=0.3,self_speculative/auto/k=7`
+/// (a draft source: layers, prompt_lookup, auto; unwritten settings come
 /// from `kv_fill` and `draft`); `all` = dense, early exit with each fill, self-speculative.
 pub fn parse_modes(list: &str, kv_fill: KvFill, draft: DraftSettings) -> Result<Vec<ModeSpec>> {
     let base = ModeSpec {
@@ -46,6 +49,10 @@ pub fn parse_modes(list: &str, kv_fill: KvFill, draft: DraftSettings) -> Result<
             for detail in parts {
                 match (spec.mode, detail.split_once('=')) {
                     (Mode::EarlyExit, None) => spec.kv_fill = detail.parse()?,
+                    (Mode::SelfSpeculative, None) => {
+                        spec.draft.source =
+                            detail.parse().with_context(|| format!("mode {item:?}"))?
+                    }
                     (Mode::SelfSpeculative, Some(("k", k))) => {
                         spec.draft.tokens =
                             k.parse().ok().filter(|&k| k > 0).with_context(|| {
@@ -63,7 +70,7 @@ pub fn parse_modes(list: &str, kv_fill: KvFill, draft: DraftSettings) -> Result<
                     }
                     _ => bail!(
                         "mode {item:?}: unknown setting {detail:?} (early_exit/FILL, \
-                         self_speculative/k=N/c=X; dense takes none)"
+                         self_speculative[/SOURCE]/k=N/c=X; dense takes none)"
                     ),
                 }
             }
@@ -148,7 +155,7 @@ pub fn bench_decode(
     prompts: &[Vec<u32>],
     params: &GenerationParams,
     modes: &[ModeSpec],
-    hook: &mut dyn LayerHook,
+    mut hook: Option<&mut dyn LayerHook>,
 ) -> Result<Vec<ModeReport>> {
     if prompts.is_empty() {
         bail!("bench-decode needs at least one prompt");
@@ -161,7 +168,8 @@ pub fn bench_decode(
     for prompt in prompts {
         let mut dense = Vec::new();
         for (spec, total) in all.iter().zip(&mut totals) {
-            let g = generate_mode(model, prompt, params, spec, Some(&mut *hook), |_, _| Ok(()))
+            let hook = hook.as_mut().map(|h| &mut **h as &mut dyn LayerHook);
+            let g = generate_mode(model, prompt, params, spec, hook, |_, _| Ok(()))
                 .with_context(|| format!("mode {}", spec.label()))?;
             if spec.mode == Mode::Dense {
                 dense = g.generation.tokens.clone();
@@ -195,6 +203,68 @@ pub fn bench_decode(
             }
         })
         .collect())
+}
+
+/// What one full-model pass over `rows` positions costs after a prompt, against one row.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyCost {
+    pub rows: usize,
+    /// Median seconds of the pass (logits of every row included, as verification needs).
+    pub seconds: f64,
+    pub vs_one_row: f64,
+}
+
+/// Time passes of 1..=`max_rows` rows after `prompt` (each `repeats` times, median), rolling the
+/// cache back after each: the price of verifying `rows − 1` drafts in one pass.
+pub fn verify_costs(
+    model: &DecoderModel,
+    prompt: &[u32],
+    max_rows: usize,
+    repeats: usize,
+) -> Result<Vec<VerifyCost>> {
+    if prompt.len() < max_rows {
+        bail!("the prompt needs at least {max_rows} tokens to time {max_rows} rows");
+    }
+    let mut cache = model.new_cache();
+    model.forward(prompt, &mut cache, None, Outputs::LastToken)?;
+    let start = cache.seq_len();
+    let mut medians = Vec::with_capacity(max_rows);
+    for rows in 1..=max_rows {
+        let tokens = &prompt[prompt.len() - rows..];
+        let mut times = Vec::with_capacity(repeats);
+        for _ in 0..repeats.max(1) {
+            let t = Instant::now();
+            let pass = model.forward(tokens, &mut cache, None, Outputs::AllTokens)?;
+            pass.logits.to_vec2::<f32>()?;
+            times.push(t.elapsed().as_secs_f64());
+            cache.truncate(start);
+        }
+        times.sort_by(f64::total_cmp);
+        medians.push(times[times.len() / 2]);
+    }
+    Ok(medians
+        .iter()
+        .enumerate()
+        .map(|(i, &seconds)| VerifyCost {
+            rows: i + 1,
+            seconds,
+            vs_one_row: ratio(seconds, medians[0]),
+        })
+        .collect())
+}
+
+/// Verification costs as a Markdown table.
+pub fn verify_cost_table(costs: &[VerifyCost]) -> String {
+    let mut out = String::from("| rows (drafts + 1) | ms | vs one row |\n|---|---|---|\n");
+    for c in costs {
+        out.push_str(&format!(
+            "| {} | {:.2} | {:.2}× |\n",
+            c.rows,
+            1e3 * c.seconds,
+            c.vs_one_row
+        ));
+    }
+    out
 }
 
 /// The reports as a Markdown table.
@@ -272,7 +342,7 @@ mod tests {
         let prompts = vec![vec![3, 4, 5], vec![100, 7]];
         let modes = parse_modes("all", KvFill::Recompute, DraftSettings::fixed(3)).unwrap();
         let mut hook = FixedExit::new(2, 4).unwrap();
-        let reports = bench_decode(&model, &prompts, &params, &modes, &mut hook).unwrap();
+        let reports = bench_decode(&model, &prompts, &params, &modes, Some(&mut hook)).unwrap();
         let by = |name: &str| reports.iter().find(|r| r.mode == name).unwrap();
         assert_eq!(by("dense").agreement_with_dense, 1.0);
         let spec = by("self_speculative/k=3");

@@ -29,3 +29,4 @@ pub mod report;
 pub mod run;
 pub mod sweep;
 pub mod tasks;
+pub mod workloads;

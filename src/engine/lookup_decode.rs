@@ -1,0 +1,401 @@
+//! Speculative decoding with prompt-lookup drafts ([`super::ngram_draft`]): the full model
+//! verifies the next token and up to `k` drafts in one pass (the quantized matmuls read each
+//! weight once for all rows), keeps the agreeing prefix plus one token of its own, and truncates
+//! the cache back past the rejected drafts. Greedy output is dense's token for token; sampled
+//! output follows dense's distribution (a draft is a one-point proposal in
+//! [`accept_or_resample`]).
+//!
+//! In `auto` mode a [`DraftController`] decides each round how many drafts to verify from what
+//! this request has measured — the seconds a pass of r rows costs and how often drafts found by
+//! an n-gram of each length were right — so drafting runs only where it is expected to make
+//! more tokens per second than a plain step, and a request that never gets a right draft pays
+//! for an occasional one-draft probe, not for every round.
+
+use super::generate::{check_request, FinishReason, Generation, GenerationParams};
+use super::model::{DecoderModel, Outputs};
+use super::modes::AdaptiveGeneration;
+use super::ngram_draft::propose;
+use super::sampling::Sampler;
+use super::speculative::{accept_or_resample, DraftSettings, Verdict};
+use anyhow::{bail, Result};
+use std::time::Instant;
+
+/// Rounds with a draft on offer but none verified before auto tries one again.
+const PROBE_EVERY: usize = 16;
+
+/// Weight of a new observation in the running means.
+const LEARN: f64 = 0.3;
+
+/// Per-round draft length: all of the draft (`lookup`), or what maximises expected tokens per
+/// second from this request's measurements (`auto`).
+#[derive(Debug, Clone)]
+pub struct DraftController {
+    auto: bool,
+    /// Running mean seconds of a pass of `r` rows, at index `r` (measured in this request).
+    cost: Vec<Option<f64>>,
+    /// Per n-gram length: (drafts kept, drafts tried), decayed, with a prior of 1 in 2.
+    hits: Vec<(f64, f64)>,
+    /// Rounds since auto last verified a draft it was offered.
+    idle: usize,
+}
+
+impl DraftController {
+    pub fn new(auto: bool, max_tokens: usize, max_ngram: usize) -> Self {
+        Self {
+            auto,
+            cost: vec![None; max_tokens + 2],
+            hits: vec![(1.0, 2.0); max_ngram + 1],
+            idle: 0,
+        }
+    }
+
+    /// Chance that a draft found by an `ngram`-token match is kept, given the one before was.
+    pub fn acceptance(&self, ngram: usize) -> f64 {
+        let (kept, tried) = self.hits[ngram.min(self.hits.len() - 1)];
+        kept / tried
+    }
+
+    /// Seconds a pass of `rows` rows is expected to take: measured, else one row's time grown
+    /// by a third per extra row (the quantized kernels' cost on the 2-core box).
+    fn cost_of(&self, rows: usize) -> Option<f64> {
+        let one = self.cost[1]?;
+        Some(self.cost[rows].unwrap_or(one * (1.0 + (rows - 1) as f64 / 3.0)))
+    }
+
+    /// How many of the `offered` drafts (found by an `ngram`-token match) to verify.
+    pub fn choose(&mut self, offered: usize, ngram: usize) -> usize {
+        if !self.auto || offered == 0 {
+            return offered;
+        }
+        // The first step of a request is plain: it measures what drafting must beat.
+        let Some(plain) = self.cost_of(1) else {
+            return 0;
+        };
+        let a = self.acceptance(ngram);
+        let mut best = (0, 1.0 / plain);
+        let mut expected = 1.0; // tokens a round settles: 1 + a + a² + … + aʲ
+        for j in 1..=offered.min(self.cost.len() - 2) {
+            expected += a.powi(j as i32);
+            if let Some(c) = self.cost_of(j + 1) {
+                if expected / c > best.1 {
+                    best = (j, expected / c);
+                }
+            }
+        }
+        if best.0 == 0 {
+            self.idle += 1;
+            if self.idle >= PROBE_EVERY {
+                self.idle = 0;
+                return 1; // acceptance may have changed: one cheap draft finds out
+            }
+        } else {
+            self.idle = 0;
+        }
+        best.0
+    }
+
+    /// What a round of `rows` rows cost and how many of its `drafted` drafts were kept.
+    pub fn record(&mut self, rows: usize, seconds: f64, drafted: usize, kept: usize, ngram: usize) {
+        if let Some(slot) = self.cost.get_mut(rows) {
+            *slot = Some(match *slot {
+                Some(old) => old + LEARN * (seconds - old),
+                None => seconds,
+            });
+        }
+        if drafted > 0 {
+            // Drafts are tried in order until the first rejection.
+            let tried = kept + usize::from(kept < drafted);
+            let last = self.hits.len() - 1;
+            let slot = &mut self.hits[ngram.min(last)];
+            *slot = (
+                slot.0 * (1.0 - LEARN) + kept as f64,
+                slot.1 * (1.0 - LEARN) + tried as f64,
+            );
+        }
+    }
+}
+
+/// Generate losslessly with prompt-lookup drafts; `on_token` sees each token as it is settled
+/// (with depth `num_layers`: every token is the full model's).
+pub fn generate_prompt_lookup(
+    model: &DecoderModel,
+    prompt: &[u32],
+    params: &GenerationParams,
+    draft: &DraftSettings,
+    auto: bool,
+    mut on_token: impl FnMut(u32, usize) -> Result<()>,
+) -> Result<AdaptiveGeneration> {
+    check_request(model, prompt, params.max_tokens)?;
+    draft.validate()?;
+    if !params.sampling.rules.is_plain() {
+        bail!(
+            "speculative decoding does not apply penalties, logit bias or logprobs; \
+             use early exit or dense for them"
+        );
+    }
+    let n = model.num_layers();
+    let mut sampler = Sampler::new(params.sampling.clone())?;
+    let mut controller = DraftController::new(auto, draft.tokens, draft.ngram);
+    let mut cache = model.new_cache();
+    let start = Instant::now();
+    let logits = model
+        .forward(prompt, &mut cache, None, Outputs::LastToken)?
+        .last_logits()?;
+    let generation = Generation {
+        prompt_tokens: prompt.len(),
+        tokens: Vec::new(),
+        finish_reason: FinishReason::Length,
+        prefill_seconds: start.elapsed().as_secs_f64(),
+        decode_seconds: 0.0,
+    };
+    let decode_start = Instant::now();
+    let mut out = AdaptiveGeneration::new(generation, Vec::new());
+    // The context drafts are looked up in: the prompt and every settled token.
+    let mut history = prompt.to_vec();
+    let mut next = sampler.sample(&logits);
+    let mut settled = vec![next];
+    'generation: loop {
+        for &t in &settled {
+            if params.stop_tokens.contains(&t) {
+                out.generation.finish_reason = FinishReason::Stop;
+                break 'generation;
+            }
+            out.generation.tokens.push(t);
+            out.depths.push(n);
+            history.push(t);
+            on_token(t, n)?;
+        }
+        let produced = out.generation.tokens.len();
+        if produced >= params.max_tokens {
+            break;
+        }
+        // `next` is settled but not yet in the cache; drafts continue from it. Leave room for
+        // the token of its own every round adds.
+        let budget = draft.tokens.min(params.max_tokens - produced - 1);
+        let (drafts, ngram) = match propose(&history, draft.ngram, budget) {
+            Some(d) => {
+                let take = controller.choose(d.tokens.len(), d.ngram);
+                (d.tokens[..take].to_vec(), d.ngram)
+            }
+            None => (Vec::new(), 0),
+        };
+        let round_start = cache.seq_len();
+        let mut rows = Vec::with_capacity(drafts.len() + 1);
+        rows.push(next);
+        rows.extend_from_slice(&drafts);
+        let pass_start = Instant::now();
+        let outputs = match drafts.is_empty() {
+            true => Outputs::LastToken,
+            false => Outputs::AllTokens,
+        };
+        let logits = model
+            .forward(&rows, &mut cache, None, outputs)?
+            .logits
+            .to_vec2::<f32>()?;
+        settled.clear();
+        let mut correction = None;
+        for (i, &d) in drafts.iter().enumerate() {
+            let p = sampler.distribution(&logits[i]);
+            match accept_or_resample(&p, &[(d, 1.0)], d, &mut sampler) {
+                Verdict::Accept => settled.push(d),
+                Verdict::Replace(t) => {
+                    correction = Some(t);
+                    break;
+                }
+            }
+        }
+        let kept = settled.len();
+        next = match correction {
+            Some(t) => t,
+            None => sampler.sample(&logits[kept]),
+        };
+        settled.push(next);
+        controller.record(
+            rows.len(),
+            pass_start.elapsed().as_secs_f64(),
+            drafts.len(),
+            kept,
+            ngram,
+        );
+        // Every pass is a round (a plain step is a round with no drafts): tokens per round is
+        // then tokens per full-model pass.
+        out.rounds += 1;
+        out.drafted += drafts.len();
+        out.accepted += kept;
+        // Keep `next`'s predecessor and the kept drafts; forget the rejected ones.
+        cache.truncate(round_start + 1 + kept);
+    }
+    out.generation.decode_seconds = decode_start.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::generate::generate_dense;
+    use crate::engine::sampling::SamplingParams;
+    use crate::engine::speculative::DraftSource;
+    use crate::engine::synthetic::SyntheticSpec;
+    use candle_core::DType;
+
+    /// Prompts that repeat themselves, so lookup drafts something from the first step.
+    const PROMPTS: [&[u32]; 4] = [
+        &[49, 26, 258, 49, 26, 258, 49, 26],
+        &[5, 6, 7, 8, 5, 6],
+        &[1000, 2000, 3000, 17, 17, 17],
+        &[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5],
+    ];
+
+    fn lookup(source: DraftSource, tokens: usize, ngram: usize) -> DraftSettings {
+        DraftSettings {
+            source,
+            tokens,
+            ngram,
+            ..DraftSettings::fixed(tokens)
+        }
+    }
+
+    #[test]
+    fn greedy_lookup_equals_dense_through_accepts_and_rollbacks() {
+        let model = SyntheticSpec::tiny(4).build(DType::F32).unwrap();
+        let params = GenerationParams {
+            max_tokens: 40,
+            sampling: SamplingParams::greedy(),
+            stop_tokens: Vec::new(),
+        };
+        let (mut accepted, mut rejected) = (0, 0);
+        for prompt in PROMPTS {
+            let dense = generate_dense(&model, prompt, &params, |_| Ok(())).unwrap();
+            for (source, k, n) in [
+                (DraftSource::PromptLookup, 1, 1),
+                (DraftSource::PromptLookup, 4, 3),
+                (DraftSource::PromptLookup, 12, 2),
+                (DraftSource::Auto, 7, 3),
+            ] {
+                let mut streamed = Vec::new();
+                let g = generate_prompt_lookup(
+                    &model,
+                    prompt,
+                    &params,
+                    &lookup(source, k, n),
+                    source == DraftSource::Auto,
+                    |t, depth| {
+                        assert_eq!(depth, 4);
+                        streamed.push(t);
+                        Ok(())
+                    },
+                )
+                .unwrap();
+                // Every later token attends over the cache the rollbacks left: one wrong
+                // entry and the text would drift from dense.
+                assert_eq!(
+                    g.generation.tokens, dense.tokens,
+                    "{source:?} k {k} n {n} {prompt:?}"
+                );
+                assert_eq!(streamed, dense.tokens);
+                assert!(g.accepted <= g.drafted);
+                accepted += g.accepted;
+                rejected += g.drafted - g.accepted;
+            }
+        }
+        assert!(
+            accepted > 0 && rejected > 0,
+            "accepted {accepted}, rejected {rejected}"
+        );
+    }
+
+    #[test]
+    fn stop_tokens_and_max_tokens_end_lookup_where_they_end_dense() {
+        let model = SyntheticSpec::tiny(3).build(DType::F32).unwrap();
+        let prompt = PROMPTS[0];
+        let free = GenerationParams {
+            max_tokens: 30,
+            sampling: SamplingParams::greedy(),
+            stop_tokens: Vec::new(),
+        };
+        let dense = generate_dense(&model, prompt, &free, |_| Ok(())).unwrap();
+        for max_tokens in [1, 2, 5, 30] {
+            for stop in [Vec::new(), vec![dense.tokens[3]]] {
+                let p = GenerationParams {
+                    max_tokens,
+                    stop_tokens: stop,
+                    ..free.clone()
+                };
+                let want = generate_dense(&model, prompt, &p, |_| Ok(())).unwrap();
+                let got = generate_prompt_lookup(
+                    &model,
+                    prompt,
+                    &p,
+                    &lookup(DraftSource::PromptLookup, 8, 3),
+                    false,
+                    |_, _| Ok(()),
+                )
+                .unwrap();
+                assert_eq!(got.generation.tokens, want.tokens, "max {max_tokens}");
+                assert_eq!(got.generation.finish_reason, want.finish_reason);
+            }
+        }
+    }
+
+    #[test]
+    fn sampled_lookup_is_reproducible_from_its_seed() {
+        let model = SyntheticSpec::tiny(3).build(DType::F32).unwrap();
+        let params = GenerationParams {
+            max_tokens: 24,
+            sampling: SamplingParams {
+                temperature: 0.8,
+                // A narrow choice, so sampled tokens recur and lookup finds drafts.
+                top_k: 3,
+                seed: 11,
+                ..SamplingParams::greedy()
+            },
+            stop_tokens: Vec::new(),
+        };
+        let run = || {
+            let settings = lookup(DraftSource::PromptLookup, 4, 3);
+            generate_prompt_lookup(&model, PROMPTS[1], &params, &settings, false, |_, _| Ok(()))
+                .unwrap()
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(a.generation.tokens, b.generation.tokens);
+        assert_eq!(a.generation.tokens.len(), 24);
+        assert!(a.drafted > 0);
+    }
+
+    #[test]
+    fn auto_measures_a_plain_step_first_then_drafts_what_pays() {
+        let mut c = DraftController::new(true, 8, 3);
+        assert_eq!(c.choose(5, 3), 0, "no step measured yet");
+        c.record(1, 0.010, 0, 0, 0);
+        // Prior 1 in 2 and a third of a step per extra row: a draft or two pays.
+        let first = c.choose(8, 3);
+        assert!((1..=3).contains(&first), "{first}");
+        // Drafts that are always right and rows that cost little: draft everything offered.
+        for _ in 0..20 {
+            c.record(9, 0.012, 8, 8, 3);
+        }
+        assert!(c.acceptance(3) > 0.95);
+        assert_eq!(c.choose(8, 3), 8);
+        // Without auto, all that is offered.
+        assert_eq!(DraftController::new(false, 8, 3).choose(6, 1), 6);
+    }
+
+    #[test]
+    fn auto_stops_drafting_what_keeps_failing_and_probes_now_and_then() {
+        let mut c = DraftController::new(true, 8, 3);
+        c.record(1, 0.010, 0, 0, 0);
+        for _ in 0..30 {
+            let j = c.choose(4, 1);
+            c.record(j + 1, 0.010 * (1.0 + j as f64 / 3.0), j, 0, 1);
+        }
+        assert!(c.acceptance(1) < 0.2, "{}", c.acceptance(1));
+        let drafted: usize = (0..64).map(|_| c.choose(4, 1)).sum();
+        assert_eq!(
+            drafted,
+            64 / PROBE_EVERY,
+            "one single-draft probe per {PROBE_EVERY} rounds"
+        );
+        // A 3-gram's record is its own: still the prior.
+        assert!(c.choose(4, 3) > 0);
+    }
+}
