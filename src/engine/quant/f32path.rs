@@ -112,11 +112,11 @@ impl QMatrix {
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn small_x86(&self, wide: bool, x: &[f32], m: usize, r0: usize, r1: usize, o: Out) {
-        use super::fdot::{self, Canon, Direct, TILE_J};
+        use super::fdot::{self, Canon, Direct};
         use super::unpack_x86 as u;
         use std::marker::PhantomData;
         let (nb, rb, k) = (self.cols / formats::QB, self.row_bytes(), self.cols);
-        let tr = fdot::tile_r(wide);
+        let (tr, tj) = fdot::tile_shape(wide, m);
         let mut res = [0f32; 16];
         let mut s = Scratch::new(tr, nb);
         let direct = self.dtype.block_size() == formats::QB;
@@ -128,8 +128,8 @@ impl QMatrix {
                 let src = &self.data[row * rb..(row + nr) * rb];
                 with_format!(self.dtype, F => super::kernel::x86::unpack_avx2::<F>(&mut s, src, nr));
             }
-            for j0 in (0..m).step_by(TILE_J) {
-                let nj = TILE_J.min(m - j0);
+            for j0 in (0..m).step_by(tj) {
+                let nj = tj.min(m - j0);
                 let xp = x.as_ptr().add(j0 * k);
                 macro_rules! go {
                     ($c:ty) => {{

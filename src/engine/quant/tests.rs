@@ -101,6 +101,33 @@ fn matmul_t_is_the_f32_product_of_the_dequantized_weights() {
     assert_eq!(FLevel::detect(), *f32_levels().last().unwrap());
 }
 
+/// Lossless speculation rests on this: a row's product is the same bits whether it is decoded
+/// alone (m = 1) or verified with up to `SMALL_M − 1` others, at every level and tile shape.
+#[test]
+fn a_rows_product_does_not_depend_on_the_rows_beside_it() {
+    for dt in ALL {
+        let cols = if dt.block_size() == 256 { 512 } else { 576 };
+        let rows = 37;
+        let (w, _) = quantized(dt, rows, cols, 7);
+        for m in 2..=super::f32path::SMALL_M {
+            let x = random(m * cols, 50 + m as u64);
+            for level in f32_levels() {
+                let together = w.matmul_f32(&x, m, level);
+                for i in 0..m {
+                    let alone = w.matmul_f32(&x[i * cols..(i + 1) * cols], 1, level);
+                    assert!(
+                        alone
+                            .iter()
+                            .zip(&together[i * rows..(i + 1) * rows])
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{dt:?} {level:?}: row {i} of {m} differs from the row alone"
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn levels() -> Vec<Level> {
     let mut v = vec![Level::Scalar];
     #[cfg(target_arch = "x86_64")]
