@@ -90,6 +90,13 @@ run calibrate-sst2-min-layer calibrate --config $C --task sst2 --budget 0.01 --c
   --thresholds 0.3,0.4,0.5,0.6,0.7,0.8,0.9 --min-layers 1,3,5,7 --out "${TMPDIR:-/tmp}/sst2-calibrated-2.toml"
 run eval-sst2-calibrated-min-layer eval --config "${TMPDIR:-/tmp}/sst2-calibrated-2.toml" --task sst2 --arms dense,adaptive
 
+# Lossless speculative decoding on the real model (#16): prompt lookup per workload, with the
+# price of verifying N - 1 drafts in one pass; both threads, as users run it.
+run decode-smollm2-speculative bench-decode \
+  --config plugin-configs/smollm2-135m-instruct-speculative.toml --workloads all --prompts 8 \
+  --max-tokens 96 --draft-layer 24 --verify-cost-rows 10 \
+  --modes dense,self_speculative/prompt_lookup/k=3,self_speculative/prompt_lookup/k=6,self_speculative/auto/k=6,self_speculative/layers/k=3
+
 # Generation modes (#5), one thread so the per-token work is what is compared.
 export RAYON_NUM_THREADS=1
 run decode-task-block1 bench-decode --model models/tiny-llama-sst2-agnews --draft-layer 1 \

@@ -54,7 +54,7 @@ impl Workload {
                 .into_iter()
                 .map(|(context, question)| {
                     format!(
-                        "{context}\n\nQuestion: {question}\nAnswer with a quote from the passage."
+                        "{context}\n\nQuestion: {question}\nQuote the sentence of the passage that answers the question."
                     )
                 })
                 .collect(),
@@ -124,7 +124,7 @@ mod tests {
         let rewrite = Workload::Rewrite.messages(3).unwrap();
         assert_eq!((squad.len(), rewrite.len()), (3, 3));
         assert_ne!(squad[0], squad[1]);
-        assert!(squad[0].contains("Question: ") && squad[0].ends_with("from the passage."));
+        assert!(squad[0].contains("Question: ") && squad[0].ends_with("answers the question."));
         // The rewrite keeps the same passages, whole.
         let passage = squad[0].split("\n\nQuestion: ").next().unwrap();
         assert!(rewrite[0].ends_with(passage), "{}", rewrite[0]);

@@ -24,6 +24,7 @@
 
 use crate::engine::kv_fill::KvFill;
 use crate::engine::modes::{Mode, ModeSpec};
+use crate::engine::speculative::{DraftSettings, DraftSource};
 use crate::engine::SamplingParams;
 use crate::{Engine, LoadOptions};
 use anyhow::{bail, Context, Result};
@@ -171,6 +172,20 @@ pub struct AdaptiveSection {
     /// Drafts per round in `self_speculative` mode.
     #[serde(default = "default_draft_tokens")]
     pub draft_tokens: usize,
+    /// What drafts in `self_speculative` mode: `layers`, `prompt_lookup` or `auto`.
+    #[serde(default = "default_draft_source")]
+    pub draft_source: DraftSource,
+    /// Prompt lookup: the longest n-gram matched.
+    #[serde(default = "default_draft_ngram")]
+    pub draft_ngram: usize,
+}
+
+fn default_draft_source() -> DraftSource {
+    DraftSettings::default().source
+}
+
+fn default_draft_ngram() -> usize {
+    DraftSettings::default().ngram
 }
 
 fn default_mode() -> Mode {
@@ -194,6 +209,8 @@ impl Default for AdaptiveSection {
             mode: default_mode(),
             kv_fill: default_kv_fill(),
             draft_tokens: default_draft_tokens(),
+            draft_source: default_draft_source(),
+            draft_ngram: default_draft_ngram(),
         }
     }
 }
@@ -207,6 +224,8 @@ impl AdaptiveSection {
             ..ModeSpec::default()
         };
         spec.draft.tokens = self.draft_tokens;
+        spec.draft.source = self.draft_source;
+        spec.draft.ngram = self.draft_ngram;
         spec
     }
 }
@@ -297,8 +316,8 @@ impl EngineConfig {
         if a.mode == Mode::Dense {
             bail!("adaptive.mode = \"dense\" is the dense engine: set adaptive.enabled = false");
         }
-        if a.mode == Mode::SelfSpeculative && a.draft_tokens == 0 {
-            bail!("adaptive.draft_tokens must be at least 1 in self_speculative mode");
+        if a.mode == Mode::SelfSpeculative {
+            a.mode_spec().draft.validate().context("in [adaptive]")?;
         }
         Ok(())
     }
