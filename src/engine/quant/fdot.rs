@@ -234,32 +234,25 @@ macro_rules! dispatch {
 /// Activation rows per tile (`R × J` accumulators plus `R` decoded vectors fit the registers).
 pub const TILE_J: usize = 4;
 
-/// Activation rows per tile on AVX-512 when there are more than `TILE_J`: 2 weight rows × 8
-/// activation rows is again 16 accumulators, and each weight decoded serves all of them — so
-/// verifying 5–8 tokens decodes the weights once, not twice.
-pub const TILE_J_WIDE: usize = 8;
+/// Weight rows per full AVX2 tile: 2 × 4 accumulators of its 16 registers.
+const AVX2_TILE_R: usize = 2;
 
-/// Rows per full tile: 4 × 4 accumulators need AVX-512's 32 registers, AVX2 has 16.
-pub const fn tile_r(wide: bool) -> usize {
-    if wide {
-        4
-    } else {
-        2
-    }
-}
-
-/// (weight rows, activation rows) of a full tile for `m` activation rows. Every shape sums each
-/// output in the same order, so a row's result does not depend on `m` (verification equals
-/// decoding bit for bit). 2 × J for m = 2..4 measured slower than 4 × 4 (SmolLM2, 2 threads).
+/// (weight rows, activation rows) of a full tile for `m` activation rows. On AVX-512 one tile
+/// spans all `m ≤ 8` rows, so each weight is decoded once per product; the weight rows shrink as
+/// `m` grows to keep R × J ≤ 16 accumulators in the 32 registers (measured on SmolLM2, 2 threads:
+/// 4 × 4 and 2 × 8 tiles spill, a pass of 4 rows cost 2.0–2.5× one row with them and 1.6–2.0× with
+/// 3 × 4). Every shape sums each output in the same order, so a row's result does not depend on
+/// `m` (verification equals decoding bit for bit).
 pub const fn tile_shape(wide: bool, m: usize) -> (usize, usize) {
-    if wide && m > TILE_J {
-        (2, TILE_J_WIDE)
-    } else {
-        (tile_r(wide), TILE_J)
+    match (wide, m) {
+        (false, _) => (AVX2_TILE_R, TILE_J),
+        (true, 0..=2) => (4, 2),
+        (true, 3..=4) => (3, 4),
+        (true, _) => (2, 8),
     }
 }
 
-/// One tile of `nr` rows (`tile_r(wide)` or 1) × `nj` (1..=`TILE_J`) activation rows.
+/// One tile of `nr` rows (the shape's, or 1 for a tail) × `nj` activation rows (≤ 4 on AVX2).
 ///
 /// # Safety
 /// AVX2+FMA+F16C must be present, and AVX-512F when `wide`; `src` must cover `nr` rows of `nb`
@@ -293,20 +286,32 @@ unsafe fn run512<S: Src>(
     nj: usize,
     r: &mut [f32],
 ) {
-    if nj <= TILE_J {
-        return dispatch!(V512, S, 4, nr, nj, (s, nb, x, k, r));
+    macro_rules! shapes {
+        ($(($r:literal, $j:literal)),*) => {
+            match (nr, nj) {
+                $(($r, $j) => tile::<V512, S, $r, $j>(s, nb, x, k, r),)*
+                _ => unreachable!("f32 tile {nr}x{nj}"),
+            }
+        };
     }
-    match (nr == 1, nj) {
-        (false, 5) => tile::<V512, S, 2, 5>(s, nb, x, k, r),
-        (false, 6) => tile::<V512, S, 2, 6>(s, nb, x, k, r),
-        (false, 7) => tile::<V512, S, 2, 7>(s, nb, x, k, r),
-        (false, 8) => tile::<V512, S, 2, 8>(s, nb, x, k, r),
-        (true, 5) => tile::<V512, S, 1, 5>(s, nb, x, k, r),
-        (true, 6) => tile::<V512, S, 1, 6>(s, nb, x, k, r),
-        (true, 7) => tile::<V512, S, 1, 7>(s, nb, x, k, r),
-        (true, 8) => tile::<V512, S, 1, 8>(s, nb, x, k, r),
-        _ => unreachable!("f32 tile {nr}x{nj}"),
-    }
+    shapes!(
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (1, 4),
+        (1, 5),
+        (1, 6),
+        (1, 7),
+        (1, 8),
+        (4, 1),
+        (4, 2),
+        (3, 3),
+        (3, 4),
+        (2, 5),
+        (2, 6),
+        (2, 7),
+        (2, 8)
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

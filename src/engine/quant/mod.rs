@@ -5,7 +5,8 @@
 //! 8-bit blocks moved SmolLM2-135M's hidden state by 0.9% after one block and its logit-lens
 //! gaps by up to 0.08 (real activations have outliers that flatten a block's other 31 values).
 //! - m ≤ 8 (decode, verification): each weight sub-block is decoded to f32 in registers and
-//!   FMA'd with all activation rows of a 4-row tile (`fdot`, `fvec`: AVX-512F, else AVX2+FMA).
+//!   FMA'd with every activation row (`fdot`, `fvec`): on AVX-512F one tile spans all m rows, so
+//!   a weight is decoded once per product; on AVX2+FMA tiles of 4 rows.
 //! - m > 8 (prefill): tiles of 128 weight rows dequantized into a per-chunk f32 scratch, then
 //!   the gemm crate's f32 GEMM (single-threaded inside our rayon chunks).
 //! - F32, F16, BF16 weights, and the scalar level of every type: decode a row, FMA dot (`float`).
