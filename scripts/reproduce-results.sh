@@ -79,6 +79,8 @@ run eval-sst2-0shot eval --config $C --task sst2 --arms $A --plots $out/sst2-0sh
   --sweep-thresholds 0.2,0.4,0.6,0.7,0.8,0.9,0.95
 run eval-agnews-0shot-oracle eval --model models/tiny-llama-sst2-agnews --task agnews --limit 1000 \
   --arms dense,oracle
+run eval-sst2-table4 eval --config plugin-configs/tiny-llama-sst2-agnews-svm.toml --task sst2 \
+  --arms dense,gap_threshold,svm,logistic,crf,oracle
 run eval-agnews-0shot eval --config $C --task agnews --limit 300 --arms $A
 run eval-sst2-4shot eval --config $C --task sst2 --shots 4 --limit 150 --arms $A
 run eval-agnews-4shot eval --config $C --task agnews --shots 4 --limit 100 --arms $A

@@ -139,6 +139,67 @@ fn classifiers_reproduce_their_predictions_after_save_and_load() {
     std::fs::remove_file(&data).ok();
 }
 
+/// The CRF reads a pass's layers as a sequence: its scores survive save / load along every
+/// prompt, its policy exits where the sequence scores first cross the threshold, and every pass
+/// starts its filter afresh (the same prompt twice exits at the same block).
+#[test]
+fn the_crf_scores_layers_as_a_sequence_and_restarts_every_pass() {
+    let engine = load_engine(&config(&[]), None).unwrap();
+    let (header, rows) = collect(&engine, false);
+    let (crf, report) = train(&header, &rows, "crf", &TrainSection::default(), "rows").unwrap();
+    assert_eq!(crf.kind(), "crf");
+    assert_eq!(
+        report.summary.train_rows, report.available_rows,
+        "no balancing"
+    );
+    let path = temp("crf.json");
+    crf.save(&path).unwrap();
+    let loaded = Classifier::load(&path).unwrap();
+    let along = |c: &Classifier, prompt: &str| -> Vec<f64> {
+        let mut state = None;
+        let mut mine: Vec<_> = rows.iter().filter(|r| r.prompt == prompt).collect();
+        mine.sort_by_key(|r| r.layer);
+        mine.iter()
+            .map(|r| c.score_step(&mut state, &r.features))
+            .collect()
+    };
+    let first = rows[0].prompt.clone();
+    let scores = along(&crf, &first);
+    assert_eq!(scores, along(&loaded, &first));
+    // The filter carries history: a layer scored alone differs from the same layer in sequence.
+    let layer_5 = rows
+        .iter()
+        .find(|r| r.prompt == first && r.layer == 5)
+        .unwrap();
+    assert_ne!(crf.score(&layer_5.features), scores[4]);
+
+    let threshold = 0.9;
+    let c = config(&[
+        "policy.kind=crf".into(),
+        format!("policy.classifier={}", path.display()),
+        format!("policy.threshold={threshold}"),
+    ]);
+    let mut hook = AdaInfer::from_config(&c, &engine).unwrap();
+    assert_eq!(hook.policy_name(), "crf");
+    let text = "Q: a gripping , funny and moving film .\nA:";
+    let ids = engine.encode(text).unwrap();
+    let mut exits = Vec::new();
+    for _ in 0..2 {
+        let mut cache = engine.model.new_cache();
+        let pass = engine
+            .model
+            .forward(&ids, &mut cache, Some(&mut hook), Outputs::LastToken)
+            .unwrap();
+        exits.push(pass.exit.map(|e| e.layer));
+    }
+    assert!(matches!(exits[0], Some(layer) if layer < 12), "{exits:?}");
+    assert_eq!(
+        exits[0], exits[1],
+        "the second pass must not inherit the first's filter"
+    );
+    std::fs::remove_file(&path).ok();
+}
+
 #[test]
 fn classifier_for_another_model_is_refused_naming_the_field() {
     let engine = load_engine(&config(&[]), None).unwrap();

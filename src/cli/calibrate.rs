@@ -71,10 +71,7 @@ fn absolute_paths(config: &mut PluginConfig) {
         }
     };
     absolute(&mut config.model.path);
-    for params in [&mut config.policy.svm, &mut config.policy.logistic]
-        .into_iter()
-        .flatten()
-    {
+    for params in config.policy.classifiers_mut() {
         absolute(&mut params.classifier);
     }
 }

@@ -38,7 +38,7 @@ enum Command {
     Bench(bench::Args),
     /// Run task prompts densely and write one training row per (prompt, layer).
     Collect(collect::Args),
-    /// Fit an exit classifier (svm or logistic) on collected rows.
+    /// Fit an exit classifier (svm, logistic or crf) on collected rows.
     Train(train::Args),
     /// Dense vs adaptive (and oracle) on a benchmark task: accuracy, layers, FLOPs, wall-clock.
     Eval(eval::Args),

@@ -9,7 +9,7 @@ pub struct Args {
     /// Rows written by `adainfer collect`.
     #[arg(long)]
     data: PathBuf,
-    /// svm or logistic.
+    /// svm, logistic or crf.
     #[arg(long)]
     classifier: String,
     /// Where to write the classifier (JSON).
@@ -30,8 +30,12 @@ pub fn run(a: Args) -> Result<()> {
     let (classifier, report) = train(&header, &rows, &a.classifier, &params, &name)?;
     classifier.save(&a.out)?;
     let s = &report.summary;
+    let rows = match a.classifier.as_str() {
+        "crf" => "rows (whole per-prompt sequences, not balanced)",
+        _ => "balanced rows",
+    };
     println!(
-        "{} on features {:?}: trained on {} balanced rows (of {}) from {} prompts",
+        "{} on features {:?}: trained on {} {rows} (of {}) from {} prompts",
         a.classifier, header.features, s.train_rows, report.available_rows, report.train_prompts
     );
     println!(

@@ -27,17 +27,17 @@ pub struct SweepPoint {
     pub prompts: usize,
 }
 
-/// Thresholds tried when the user gives none: probability-like for the threshold rules and
-/// logistic, decision values around 0 for the SVM.
+/// Thresholds tried when the user gives none: probability-like for the threshold rules,
+/// logistic and CRF, decision values around 0 for the SVM.
 pub fn default_thresholds(kind: &str) -> Result<Vec<f64>> {
     Ok(match kind {
-        "gap_threshold" | "top_prob_threshold" | "logistic" => {
+        "gap_threshold" | "top_prob_threshold" | "logistic" | "crf" => {
             let mut v: Vec<f64> = (1..=19).map(|i| (5 * i) as f64 / 100.0).collect();
             v.push(0.99);
             v
         }
         "svm" => (-8..=8).map(|i| i as f64 / 4.0).collect(),
-        other => bail!("policy {other:?} has no threshold to sweep (threshold kinds: gap_threshold, top_prob_threshold, svm, logistic)"),
+        other => bail!("policy {other:?} has no threshold to sweep (threshold kinds: gap_threshold, top_prob_threshold, svm, logistic, crf)"),
     })
 }
 
@@ -50,22 +50,15 @@ pub fn with_threshold(config: &PluginConfig, value: f64) -> Result<PluginConfig>
         thresholds.threshold = value as f32;
         return Ok(c);
     }
-    match kind.as_str() {
-        "svm" | "logistic" => {
-            let params = if kind == "svm" {
-                &mut p.svm
-            } else {
-                &mut p.logistic
-            };
-            match params {
-                Some(params) => params.threshold = Some(value),
-                None => bail!(
-                    "policy {kind} needs [policy.{kind}] classifier = \"FILE\" in {}",
-                    c.source.display()
-                ),
-            }
-        }
-        other => bail!("policy {other:?} has no threshold to calibrate"),
+    match p.classifier_mut(&kind) {
+        Some(params) => match params {
+            Some(params) => params.threshold = Some(value),
+            None => bail!(
+                "policy {kind} needs [policy.{kind}] classifier = \"FILE\" in {}",
+                c.source.display()
+            ),
+        },
+        None => bail!("policy {kind:?} has no threshold to calibrate"),
     }
     Ok(c)
 }

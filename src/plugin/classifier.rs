@@ -1,11 +1,14 @@
-//! Trained exit classifiers (`svm`, `logistic`): fitting on collected rows, the JSON file that
+//! Trained exit classifiers (`svm`, `logistic`, `crf`): fitting on collected rows, the JSON file that
 //! `adainfer train` writes, and prediction. The file records the model it was trained for, the
 //! feature list and the scaler; loading it for anything else is refused naming the field.
 //!
 //! The SVM is stored as linfa-svm serialises it (support vectors, alphas, kernel); the logistic
-//! regression as its weights and intercept (we predict with them directly).
+//! regression as its weights and intercept (we predict with them directly); the CRF as its
+//! weights and transitions (`super::crf`). The CRF reads a pass's layers in order: callers score
+//! through [`Classifier::score_step`] with one [`CrfState`] per pass.
 
 use super::config::{LogisticTrainParams, SvmTrainParams};
+use super::crf::{CrfState, CrfTrainParams, LinearChainCrf};
 use crate::engine::ModelIdentity;
 use anyhow::{bail, Context, Result};
 use linfa::prelude::*;
@@ -64,6 +67,7 @@ impl Scaler {
 pub enum ClassifierModel {
     Svm { svm: Svm<f64, bool> },
     Logistic { weights: Vec<f64>, intercept: f64 },
+    Crf { crf: LinearChainCrf },
 }
 
 /// What `adainfer train` measured, kept in the file for reference.
@@ -99,18 +103,27 @@ impl Classifier {
         match self.model {
             ClassifierModel::Svm { .. } => "svm",
             ClassifierModel::Logistic { .. } => "logistic",
+            ClassifierModel::Crf { .. } => "crf",
         }
     }
 
-    /// Where a row falls: the SVM's decision value, or the logistic probability of "exit".
+    /// Where a row falls on its own: the SVM's decision value, the logistic probability of
+    /// "exit", or the CRF's as if this were the pass's first layer.
     pub fn score(&self, values: &[f32]) -> f64 {
-        let x = Array1::from(self.scaler.apply(values));
+        self.score_step(&mut None, values)
+    }
+
+    /// Where the next layer of a pass falls; `state` carries the CRF's filter from layer to
+    /// layer (start each pass with `None`; the SVM and logistic regression ignore it).
+    pub fn score_step(&self, state: &mut CrfState, values: &[f32]) -> f64 {
+        let x = self.scaler.apply(values);
         match &self.model {
-            ClassifierModel::Svm { svm } => svm.weighted_sum(&x) - svm.rho,
+            ClassifierModel::Svm { svm } => svm.weighted_sum(&Array1::from(x)) - svm.rho,
             ClassifierModel::Logistic { weights, intercept } => {
                 let z: f64 = weights.iter().zip(&x).map(|(w, v)| w * v).sum::<f64>() + intercept;
                 1.0 / (1.0 + (-z).exp())
             }
+            ClassifierModel::Crf { crf } => crf.step(state, &x),
         }
     }
 
@@ -118,7 +131,7 @@ impl Classifier {
     pub fn default_threshold(&self) -> f64 {
         match self.model {
             ClassifierModel::Svm { .. } => 0.0,
-            ClassifierModel::Logistic { .. } => 0.5,
+            ClassifierModel::Logistic { .. } | ClassifierModel::Crf { .. } => 0.5,
         }
     }
 
@@ -151,6 +164,10 @@ impl Classifier {
                 c.scaler.mean.len(),
                 c.features.len()
             );
+        }
+        if let ClassifierModel::Crf { crf } = &c.model {
+            crf.check(c.features.len())
+                .with_context(|| format!("classifier {}", path.display()))?;
         }
         Ok(c)
     }
@@ -223,6 +240,15 @@ pub fn fit_logistic(
         .fit(&dataset)
         .context("logistic regression training failed")?;
     Ok(logistic_model(&fitted))
+}
+
+/// Fit a linear-chain CRF on whole per-prompt sequences of scaled rows.
+pub fn fit_crf(
+    sequences: &[(Vec<Vec<f64>>, Vec<bool>)],
+    p: &CrfTrainParams,
+) -> Result<ClassifierModel> {
+    let crf = LinearChainCrf::fit(sequences, p).context("CRF training failed")?;
+    Ok(ClassifierModel::Crf { crf })
 }
 
 /// Our stored form of a fitted linfa logistic regression: P(exit) = σ(w·x + b).

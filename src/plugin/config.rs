@@ -88,6 +88,8 @@ pub struct PolicySection {
     pub svm: Option<ClassifierParams>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logistic: Option<ClassifierParams>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crf: Option<ClassifierParams>,
     #[serde(default)]
     pub shortgpt: ShortGptParams,
     #[serde(default)]
@@ -95,6 +97,24 @@ pub struct PolicySection {
 }
 
 impl PolicySection {
+    /// The classifier table of a classifier policy `kind` (`svm`, `logistic`, `crf`; `None`
+    /// for other kinds).
+    pub fn classifier_mut(&mut self, kind: &str) -> Option<&mut Option<ClassifierParams>> {
+        match kind {
+            "svm" => Some(&mut self.svm),
+            "logistic" => Some(&mut self.logistic),
+            "crf" => Some(&mut self.crf),
+            _ => None,
+        }
+    }
+
+    /// Every classifier table that is set.
+    pub fn classifiers_mut(&mut self) -> impl Iterator<Item = &mut ClassifierParams> {
+        [&mut self.svm, &mut self.logistic, &mut self.crf]
+            .into_iter()
+            .flatten()
+    }
+
     /// The threshold table of a threshold rule `kind` (`None` for other kinds).
     pub fn thresholds_mut(&mut self, kind: &str) -> Option<&mut ThresholdParams> {
         match kind {
@@ -121,6 +141,7 @@ impl Default for PolicySection {
             top_prob_threshold: top_prob_default(),
             svm: None,
             logistic: None,
+            crf: None,
             shortgpt: ShortGptParams::default(),
             unified_skip: UnifiedSkipParams::default(),
         }
@@ -310,6 +331,8 @@ pub struct TrainSection {
     pub svm: SvmTrainParams,
     #[serde(default)]
     pub logistic: LogisticTrainParams,
+    #[serde(default)]
+    pub crf: super::crf::CrfTrainParams,
 }
 
 fn default_holdout() -> f64 {
@@ -323,6 +346,7 @@ impl Default for TrainSection {
             seed: 0,
             svm: SvmTrainParams::default(),
             logistic: LogisticTrainParams::default(),
+            crf: super::crf::CrfTrainParams::default(),
         }
     }
 }

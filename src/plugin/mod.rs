@@ -7,6 +7,7 @@
 mod adainfer;
 pub mod classifier;
 pub mod config;
+pub mod crf;
 pub mod features;
 pub mod lens;
 mod overrides;

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 /// Keys holding paths: relative values from the file resolve against its directory, relative
 /// values from `--set` against the working directory.
-pub(super) const PATH_KEYS: [&str; 3] = [
+pub(super) const PATH_KEYS: [&str; 4] = [
     "model.path",
     "policy.svm.classifier",
     "policy.logistic.classifier",
+    "policy.crf.classifier",
 ];
 
 pub(super) fn resolve_path_at(doc: &mut toml::Table, dotted: &str, base: &Path) {

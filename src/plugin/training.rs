@@ -7,7 +7,8 @@
 //! gold answer token" (`gold`).
 
 use super::classifier::{
-    fit_logistic, fit_svm, write_atomically, Classifier, Scaler, TrainingSummary, FORMAT_VERSION,
+    fit_crf, fit_logistic, fit_svm, write_atomically, Classifier, Scaler, TrainingSummary,
+    FORMAT_VERSION,
 };
 use super::config::TrainSection;
 use super::features::{FeatureExtractor, FeatureRow};
@@ -189,7 +190,7 @@ pub struct ThresholdPoint {
     pub exit_precision: f64,
 }
 
-/// Fit `kind` (`svm` or `logistic`) on `rows`, holding out a share of the prompts.
+/// Fit `kind` (`svm`, `logistic` or `crf`) on `rows`, holding out a share of the prompts.
 pub fn train(
     header: &DataHeader,
     rows: &[TrainingRow],
@@ -222,8 +223,6 @@ pub fn train(
         .filter(usable)
         .partition(|r| holdout.contains(r.prompt.as_str()));
 
-    // Balanced subsampling: as many "continue" rows as "exit" rows (and at most max_rows for the
-    // SVM, whose kernel matrix grows with the square).
     let (mut pos, mut neg): (Vec<&TrainingRow>, Vec<&TrainingRow>) =
         fit_rows.iter().partition(|r| r.label == 1);
     if pos.is_empty() || neg.is_empty() {
@@ -232,25 +231,44 @@ pub fn train(
             if pos.is_empty() { 0 } else { 1 }
         );
     }
-    pos.shuffle(&mut rng);
-    neg.shuffle(&mut rng);
-    let mut per_class = pos.len().min(neg.len());
-    if kind == "svm" {
-        per_class = per_class.min(params.svm.max_rows / 2).max(1);
-    }
-    let chosen: Vec<&TrainingRow> = pos[..per_class]
-        .iter()
-        .chain(&neg[..per_class])
-        .copied()
-        .collect();
-    let values: Vec<Vec<f32>> = chosen.iter().map(|r| r.features.clone()).collect();
-    let scaler = Scaler::fit(&values);
-    let x: Vec<Vec<f64>> = values.iter().map(|v| scaler.apply(v)).collect();
-    let y: Vec<bool> = chosen.iter().map(|r| r.label == 1).collect();
-    let model = match kind {
-        "svm" => fit_svm(&x, &y, &params.svm)?,
-        "logistic" => fit_logistic(&x, &y, &params.logistic)?,
-        other => bail!("unknown classifier {other:?} (expected svm or logistic)"),
+    let (scaler, model, train_rows) = if kind == "crf" {
+        // The CRF learns from whole passes, layer after layer: no balancing, no subsampling.
+        let values: Vec<Vec<f32>> = fit_rows.iter().map(|r| r.features.clone()).collect();
+        let scaler = Scaler::fit(&values);
+        let sequences: Vec<(Vec<Vec<f64>>, Vec<bool>)> = by_prompt(&fit_rows)
+            .into_values()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (scaler.apply(&r.features), r.label == 1))
+                    .unzip()
+            })
+            .collect();
+        let model = fit_crf(&sequences, &params.crf)?;
+        (scaler, model, fit_rows.len())
+    } else {
+        // Balanced subsampling: as many "continue" rows as "exit" rows (and at most max_rows
+        // for the SVM, whose kernel matrix grows with the square).
+        pos.shuffle(&mut rng);
+        neg.shuffle(&mut rng);
+        let mut per_class = pos.len().min(neg.len());
+        if kind == "svm" {
+            per_class = per_class.min(params.svm.max_rows / 2).max(1);
+        }
+        let chosen: Vec<&TrainingRow> = pos[..per_class]
+            .iter()
+            .chain(&neg[..per_class])
+            .copied()
+            .collect();
+        let values: Vec<Vec<f32>> = chosen.iter().map(|r| r.features.clone()).collect();
+        let scaler = Scaler::fit(&values);
+        let x: Vec<Vec<f64>> = values.iter().map(|v| scaler.apply(v)).collect();
+        let y: Vec<bool> = chosen.iter().map(|r| r.label == 1).collect();
+        let model = match kind {
+            "svm" => fit_svm(&x, &y, &params.svm)?,
+            "logistic" => fit_logistic(&x, &y, &params.logistic)?,
+            other => bail!("unknown classifier {other:?} (expected svm, logistic or crf)"),
+        };
+        (scaler, model, chosen.len())
     };
     let mut classifier = Classifier {
         format: FORMAT_VERSION,
@@ -265,7 +283,7 @@ pub fn train(
     let report = evaluate(&classifier, &held, header.identity.num_layers, data_name)?;
     let report = TrainReport {
         summary: TrainingSummary {
-            train_rows: chosen.len(),
+            train_rows,
             ..report.summary
         },
         train_prompts: prompts.len() - n_holdout,
@@ -285,26 +303,32 @@ fn evaluate(
     data_name: &str,
 ) -> Result<TrainReport> {
     let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
-    let mut by_prompt: BTreeMap<&str, Vec<&TrainingRow>> = BTreeMap::new();
-    for r in held {
-        let exit = classifier.predict(&r.features);
-        match (exit, r.label == 1) {
+    // Each prompt's rows in layer order with their scores (the CRF reads them as a sequence).
+    let by_prompt: Vec<Vec<(&TrainingRow, f64)>> = by_prompt(held)
+        .into_values()
+        .map(|rows| {
+            let mut state = None;
+            rows.into_iter()
+                .map(|r| (r, classifier.score_step(&mut state, &r.features)))
+                .collect()
+        })
+        .collect();
+    let threshold = classifier.default_threshold();
+    for &(r, score) in by_prompt.iter().flatten() {
+        match (score >= threshold, r.label == 1) {
             (true, true) => tp += 1,
             (true, false) => fp += 1,
             (false, true) => fn_ += 1,
             (false, false) => {}
         }
-        by_prompt.entry(r.prompt.as_str()).or_default().push(r);
-    }
-    for rows in by_prompt.values_mut() {
-        rows.sort_by_key(|r| r.layer);
     }
     let implied = |threshold: f64| {
         let (mut exits, mut exit_ok, mut layer_sum) = (0usize, 0usize, 0usize);
-        for rows in by_prompt.values() {
+        for rows in &by_prompt {
             let first = rows
                 .iter()
-                .find(|r| r.layer < num_layers && classifier.score(&r.features) >= threshold);
+                .find(|(r, score)| r.layer < num_layers && *score >= threshold)
+                .map(|(r, _)| r);
             match first {
                 Some(r) => {
                     exits += 1;
@@ -346,6 +370,18 @@ fn evaluate(
             })
             .collect(),
     })
+}
+
+/// `rows` grouped by prompt, each group in layer order.
+fn by_prompt<'a>(rows: &[&'a TrainingRow]) -> BTreeMap<&'a str, Vec<&'a TrainingRow>> {
+    let mut groups: BTreeMap<&str, Vec<&TrainingRow>> = BTreeMap::new();
+    for r in rows {
+        groups.entry(r.prompt.as_str()).or_default().push(r);
+    }
+    for group in groups.values_mut() {
+        group.sort_by_key(|r| r.layer);
+    }
+    groups
 }
 
 /// Decision thresholds `train` reports, to pick `[policy.<kind>] threshold` for an accuracy

@@ -1,9 +1,11 @@
-//! `svm` and `logistic`: a trained classifier over the selected features says when to exit.
+//! `svm`, `logistic` and `crf`: a trained classifier over the selected features says when to
+//! exit (the CRF reading the pass's layers in order).
 
 use super::ExitPolicy;
-use crate::hook::Decision;
+use crate::hook::{Decision, PassInfo, SkipPlan};
 use crate::plugin::classifier::Classifier;
 use crate::plugin::config::ClassifierParams;
+use crate::plugin::crf::CrfState;
 use crate::plugin::features::FeatureRow;
 use crate::Engine;
 use anyhow::{bail, Context, Result};
@@ -12,6 +14,8 @@ pub struct ClassifierPolicy {
     name: &'static str,
     classifier: Classifier,
     threshold: f64,
+    /// The CRF's filter over this pass's layers so far.
+    state: CrfState,
 }
 
 impl ClassifierPolicy {
@@ -44,6 +48,7 @@ impl ClassifierPolicy {
             name,
             classifier,
             threshold,
+            state: None,
         }
     }
 }
@@ -53,8 +58,13 @@ impl ExitPolicy for ClassifierPolicy {
         self.name
     }
 
+    fn plan(&mut self, _info: &PassInfo) -> Result<SkipPlan> {
+        self.state = None;
+        Ok(SkipPlan::none())
+    }
+
     fn decide(&mut self, row: &FeatureRow) -> Decision {
-        if self.classifier.score(&row.values) >= self.threshold {
+        if self.classifier.score_step(&mut self.state, &row.values) >= self.threshold {
             Decision::Exit
         } else {
             Decision::Continue

@@ -23,12 +23,13 @@ use crate::hook::{Decision, PassInfo, SkipPlan};
 use crate::Engine;
 use anyhow::{bail, Context, Result};
 
-pub const POLICY_KINDS: [&str; 8] = [
+pub const POLICY_KINDS: [&str; 9] = [
     "dense",
     "gap_threshold",
     "top_prob_threshold",
     "svm",
     "logistic",
+    "crf",
     "shortgpt",
     "unified_skip",
     "oracle",
@@ -80,8 +81,12 @@ pub fn build_policy(
                 .with_context(|| format!("[policy.{kind}] in {source}"))?;
             Box::new(ThresholdRule::new(signal, thresholds))
         }
-        "svm" | "logistic" => {
-            let params = if kind == "svm" { &p.svm } else { &p.logistic };
+        "svm" | "logistic" | "crf" => {
+            let params = match kind {
+                "svm" => &p.svm,
+                "logistic" => &p.logistic,
+                _ => &p.crf,
+            };
             let Some(params) = params else {
                 bail!("policy {kind} needs [policy.{kind}] classifier = \"FILE\" in {source}");
             };
