@@ -129,3 +129,54 @@ fn collect_then_train_writes_a_loadable_classifier() {
     std::fs::remove_dir_all(&dir).ok();
     assert!(ok, "{err}");
 }
+
+/// `collect` builds its prompts as `eval` does: demonstrations, label-restricted features.
+#[test]
+fn collect_takes_evals_prompt_settings() {
+    let dir = std::env::temp_dir().join(format!("adainfer-collect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("rows.jsonl");
+    let (ok, out, err) = adainfer(&[
+        "collect",
+        "--config",
+        CONFIG,
+        "--task",
+        "sst2",
+        "--shots",
+        "2",
+        "--label-scoring",
+        "--limit",
+        "4",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("4 2-shot qa prompts"), "{out}");
+    // The header records the task's label tokens the features were read over.
+    let header: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&data)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let tokens = header["header"]["label_tokens"]
+        .as_array()
+        .or_else(|| header["label_tokens"].as_array())
+        .unwrap_or_else(|| panic!("no label_tokens in {header}"));
+    assert_eq!(tokens.len(), 2);
+    let (ok, _, err) = adainfer(&[
+        "collect",
+        "--config",
+        CONFIG,
+        "--task",
+        "squad",
+        "--limit",
+        "1",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("classification task"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

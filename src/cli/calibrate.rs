@@ -90,27 +90,6 @@ fn tidy_floats(value: &mut toml::Value) {
     }
 }
 
-/// Label-restricted calibration reads its features over the task's labels: a config without
-/// `label_tokens` takes the task's (and says so); one made for other labels is refused.
-fn with_task_labels(mut config: PluginConfig, scoring: &Scoring) -> Result<PluginConfig> {
-    let Scoring::Labels(ids) = scoring else {
-        return Ok(config);
-    };
-    match &config.features.label_tokens {
-        None => {
-            println!("features over the task's label tokens {ids:?} (the config named none)");
-            config.features.label_tokens = Some(ids.clone());
-        }
-        Some(own) if own != ids => bail!(
-            "{}: [features] label_tokens = {own:?}, but this task's labels are tokens {ids:?} \
-             (a config for another task or tokenizer?)",
-            config.source.display()
-        ),
-        Some(_) => {}
-    }
-    Ok(config)
-}
-
 /// What a rule did on a set of prompts: its disagreements with dense and its mean layers.
 fn measure(outcomes: &[Replayed], prompts: &[usize]) -> (Trial, f64) {
     let disagreements = prompts
@@ -219,7 +198,10 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--min-layers: {m} is beyond the model's {layers} layers");
     }
     let prepared = run::prepare(&engine, &spec)?;
-    let config = with_task_labels(config, &prepared.scoring)?;
+    let config = match &prepared.scoring {
+        Scoring::Labels(ids) => config.with_task_labels(ids)?,
+        Scoring::FullVocab => config,
+    };
     let n = prepared.cases.len();
     // Many-parameter rules: the front is picked on one half and only the other half tests it.
     let two_parameter = min_layers.len() > 1 || !risks.is_empty();

@@ -1,9 +1,10 @@
-use super::PluginArgs;
-use adainfer::eval::tasks::{answer_text, load_examples, prompt, Split, Task};
+use super::{PluginArgs, TaskArgs};
+use adainfer::eval::ab::{answer_token, Scoring};
+use adainfer::eval::run;
 use adainfer::plugin::features::FeatureExtractor;
 use adainfer::plugin::load_engine;
 use adainfer::plugin::training::{collect_rows, write_data, CollectPrompt, DataHeader};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -13,13 +14,13 @@ pub struct Args {
     /// Overrides the config's model path.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// sst2 or agnews.
-    #[arg(long)]
-    task: String,
+    /// The task and its prompts, as `eval` builds them (shots, format, label scoring).
+    #[command(flatten)]
+    task: TaskArgs,
     /// train or test.
     #[arg(long, default_value = "train")]
     split: String,
-    /// The first N examples of the split (default: all).
+    /// The first N examples of the split that are not demonstrations (default: all).
     #[arg(long)]
     limit: Option<usize>,
     /// Where to write the rows (JSON lines).
@@ -38,28 +39,33 @@ pub fn run(a: Args) -> Result<()> {
         "gold" => true,
         other => bail!("--label {other:?}: expected final or gold"),
     };
-    let task = Task::parse(&a.task)?;
-    let split = Split::parse(&a.split)?;
+    let spec = a.task.spec(&a.split, a.limit, Some(&config))?;
+    if spec.task.is_generative() {
+        bail!(
+            "collect needs a classification task (sst2, agnews, mmlu, csqa), not {}",
+            spec.task.name()
+        );
+    }
     let engine = load_engine(&config, a.model.as_deref())?;
+    // Label-scored rows read their features (and top-1) over the task's label tokens.
+    let config = match run::scoring(&engine, &spec)? {
+        Scoring::Labels(ids) => config.with_task_labels(&ids)?,
+        Scoring::FullVocab => config,
+    };
     let features =
         FeatureExtractor::new(&config.features.names, config.features.label_tokens.clone())?;
-    let examples = load_examples(task, split, a.limit)?;
+    let (examples, prompts) = run::select(&engine, &spec)?;
     let prompts = examples
         .iter()
         .map(|e| {
-            let answer = answer_text(&e.label_word);
-            let ids = engine
-                .tokenizer
-                .encode(answer.as_str(), false)
-                .map_err(|err| anyhow!("cannot tokenize {answer:?}: {err}"))?;
-            let gold_token = match ids.get_ids() {
-                [one] => Some(*one),
-                _ if gold => bail!("gold answer {answer:?} is not a single token"),
-                _ => None,
+            let gold_token = match answer_token(&engine, &e.label_word, spec.prompt_format) {
+                Ok(id) => Some(id),
+                Err(e) if gold => return Err(e),
+                Err(_) => None,
             };
             Ok(CollectPrompt {
                 id: e.id.clone(),
-                text: prompt(e),
+                text: prompts.text(e)?,
                 gold_token,
             })
         })
@@ -69,16 +75,18 @@ pub fn run(a: Args) -> Result<()> {
         features: features.names(),
         label: a.label.clone(),
         label_tokens: config.features.label_tokens.clone(),
-        task: a.task.clone(),
+        task: spec.task.name().to_string(),
         split: a.split.clone(),
     };
     let rows = collect_rows(&engine, features, &prompts, gold)?;
     write_data(&a.out, &header, &rows)?;
     let positive = rows.iter().filter(|r| r.label == 1).count();
     println!(
-        "collected {} rows ({} prompts × {} layers), label {}: {:.1}% label 1; wrote {}",
+        "collected {} rows ({} {}-shot {} prompts × {} layers), label {}: {:.1}% label 1; wrote {}",
         rows.len(),
         prompts.len(),
+        spec.shots,
+        spec.prompt_format.name(),
         engine.model.num_layers(),
         a.label,
         100.0 * positive as f64 / rows.len().max(1) as f64,

@@ -5,7 +5,7 @@ use super::ab::{self, AbRun, Arm, Case, GenerationLimits, Scoring};
 use super::metrics::FlopsModel;
 use super::prompts::{PromptFormat, Prompts};
 use super::report::{self, EvalReport};
-use super::tasks::{self, FewShot, Split, Task};
+use super::tasks::{self, Example, FewShot, Split, Task};
 use crate::engine::Engine;
 use anyhow::Result;
 use std::path::PathBuf;
@@ -54,7 +54,8 @@ pub struct Prepared {
     pub generation: Option<GenerationLimits>,
 }
 
-pub fn prepare(engine: &Engine, spec: &EvalSpec) -> Result<Prepared> {
+/// The examples a spec evaluates (demonstrations left out) and how their prompts are written.
+pub fn select(engine: &Engine, spec: &EvalSpec) -> Result<(Vec<Example>, Prompts)> {
     let pool = tasks::load_examples_from(&spec.data_dir, spec.task, Split::Train, None)?;
     let few_shot = FewShot::draw(&pool, spec.shots, spec.seed)?;
     let mut examples = if spec.split == Split::Train {
@@ -68,10 +69,13 @@ pub fn prepare(engine: &Engine, spec: &EvalSpec) -> Result<Prepared> {
         .skip(spec.offset)
         .take(spec.limit.unwrap_or(usize::MAX))
         .collect();
-    let generative = spec.task.is_generative();
     let prompts = Prompts::new(engine, spec.task, spec.prompt_format, few_shot)?;
-    let cases = ab::prepare_cases(engine, &examples, &prompts, generative)?;
-    let scoring = if spec.label_scoring && !generative {
+    Ok((examples, prompts))
+}
+
+/// How a spec's answers are scored: among the task's label tokens, or the full vocabulary.
+pub fn scoring(engine: &Engine, spec: &EvalSpec) -> Result<Scoring> {
+    Ok(if spec.label_scoring && !spec.task.is_generative() {
         let ids = spec
             .task
             .label_words()
@@ -81,7 +85,14 @@ pub fn prepare(engine: &Engine, spec: &EvalSpec) -> Result<Prepared> {
         Scoring::Labels(ids)
     } else {
         Scoring::FullVocab
-    };
+    })
+}
+
+pub fn prepare(engine: &Engine, spec: &EvalSpec) -> Result<Prepared> {
+    let (examples, prompts) = select(engine, spec)?;
+    let generative = spec.task.is_generative();
+    let cases = ab::prepare_cases(engine, &examples, &prompts, generative)?;
+    let scoring = scoring(engine, spec)?;
     let generation = generative.then(|| GenerationLimits {
         max_new_tokens: spec.max_new_tokens,
         stop_tokens: engine.eos_token_ids.clone(),

@@ -96,6 +96,26 @@ pub struct PolicySection {
     pub unified_skip: UnifiedSkipParams,
 }
 
+impl PluginConfig {
+    /// Label-restricted runs read their features over the task's labels: a config without
+    /// `label_tokens` takes the task's (and says so); one made for other labels is refused.
+    pub fn with_task_labels(mut self, ids: &[u32]) -> Result<Self> {
+        match &self.features.label_tokens {
+            None => {
+                println!("features over the task's label tokens {ids:?} (the config named none)");
+                self.features.label_tokens = Some(ids.to_vec());
+            }
+            Some(own) if own.as_slice() != ids => bail!(
+                "{}: [features] label_tokens = {own:?}, but this task's labels are tokens {ids:?} \
+                 (a config for another task or tokenizer?)",
+                self.source.display()
+            ),
+            Some(_) => {}
+        }
+        Ok(self)
+    }
+}
+
 impl PolicySection {
     /// The classifier table of a classifier policy `kind` (`svm`, `logistic`, `crf`; `None`
     /// for other kinds).
