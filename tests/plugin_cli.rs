@@ -163,7 +163,6 @@ fn collect_takes_evals_prompt_settings() {
     .unwrap();
     let tokens = header["header"]["label_tokens"]
         .as_array()
-        .or_else(|| header["label_tokens"].as_array())
         .unwrap_or_else(|| panic!("no label_tokens in {header}"));
     assert_eq!(tokens.len(), 2);
     let (ok, _, err) = adainfer(&[
