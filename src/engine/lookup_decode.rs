@@ -11,13 +11,14 @@
 //! more tokens per second than a plain step, and a request that never gets a right draft pays
 //! for an occasional one-draft probe, not for every round.
 
-use super::generate::{check_request, FinishReason, Generation, GenerationParams};
+use super::generate::{FinishReason, GenerationParams};
 use super::model::{DecoderModel, Outputs};
 use super::modes::AdaptiveGeneration;
 use super::ngram_draft::propose;
-use super::sampling::Sampler;
-use super::speculative::{accept_or_resample, DraftSettings, Verdict};
-use anyhow::{bail, Result};
+use super::speculative::{
+    accept_or_resample, start_speculative, DraftSettings, SpeculativeStart, Verdict,
+};
+use anyhow::Result;
 use std::time::Instant;
 
 /// Rounds with a draft on offer but none verified before auto tries one again.
@@ -125,34 +126,17 @@ pub fn generate_prompt_lookup(
     auto: bool,
     mut on_token: impl FnMut(u32, usize) -> Result<()>,
 ) -> Result<AdaptiveGeneration> {
-    check_request(model, prompt, params.max_tokens)?;
-    draft.validate()?;
-    if !params.sampling.rules.is_plain() {
-        bail!(
-            "speculative decoding does not apply penalties, logit bias or logprobs; \
-             use early exit or dense for them"
-        );
-    }
+    let SpeculativeStart {
+        mut sampler,
+        mut cache,
+        mut out,
+        first: mut next,
+        decode_start,
+    } = start_speculative(model, prompt, params, draft)?;
     let n = model.num_layers();
-    let mut sampler = Sampler::new(params.sampling.clone())?;
     let mut controller = DraftController::new(auto, draft.tokens, draft.ngram);
-    let mut cache = model.new_cache();
-    let start = Instant::now();
-    let logits = model
-        .forward(prompt, &mut cache, None, Outputs::LastToken)?
-        .last_logits()?;
-    let generation = Generation {
-        prompt_tokens: prompt.len(),
-        tokens: Vec::new(),
-        finish_reason: FinishReason::Length,
-        prefill_seconds: start.elapsed().as_secs_f64(),
-        decode_seconds: 0.0,
-    };
-    let decode_start = Instant::now();
-    let mut out = AdaptiveGeneration::new(generation, Vec::new());
     // The context drafts are looked up in: the prompt and every settled token.
     let mut history = prompt.to_vec();
-    let mut next = sampler.sample(&logits);
     let mut settled = vec![next];
     'generation: loop {
         for &t in &settled {

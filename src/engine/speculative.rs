@@ -15,6 +15,7 @@
 //! accept/reject rule ([`accept_or_resample`]).
 
 use super::generate::{check_request, FinishReason, Generation, GenerationParams};
+use super::kv_cache::KvCache;
 use super::kv_fill::{step, Backlog, Completed, KvFill};
 use super::model::{DecoderModel, Outputs};
 use super::modes::AdaptiveGeneration;
@@ -192,31 +193,34 @@ fn confidence(logits: &[f32]) -> f32 {
     1.0 / logits.iter().map(|&l| (l - max).exp()).sum::<f32>()
 }
 
-/// Generate losslessly, `draft_hook` choosing each draft's depth and `draft` how many drafts
-/// a round makes. `on_token` sees tokens (with the depth of the pass that proposed them) as
-/// they are verified.
-pub fn generate_self_speculative(
+/// Where every speculative loop starts: the request checked, the prompt prefilled, the first
+/// token sampled from its logits, and the decode clock started.
+pub(super) struct SpeculativeStart {
+    pub sampler: Sampler,
+    pub cache: KvCache,
+    pub out: AdaptiveGeneration,
+    pub first: u32,
+    pub decode_start: Instant,
+}
+
+pub(super) fn start_speculative(
     model: &DecoderModel,
     prompt: &[u32],
     params: &GenerationParams,
-    draft_hook: &mut dyn LayerHook,
     draft: &DraftSettings,
-    mut on_token: impl FnMut(u32, usize) -> Result<()>,
-) -> Result<AdaptiveGeneration> {
+) -> Result<SpeculativeStart> {
     check_request(model, prompt, params.max_tokens)?;
     draft.validate()?;
     if !params.sampling.rules.is_plain() {
         // Drafts are sampled and then rejected: penalties and logprobs would need each
-        // verified position's history, which this loop does not keep.
+        // verified position's history, which these loops do not keep.
         bail!(
-            "self-speculative decoding does not apply penalties, logit bias or logprobs; \
+            "speculative decoding does not apply penalties, logit bias or logprobs; \
              use early exit or dense for them"
         );
     }
-    let n = model.num_layers();
     let mut sampler = Sampler::new(params.sampling.clone())?;
     let mut cache = model.new_cache();
-    let mut backlog = Backlog::default();
     let start = Instant::now();
     let logits = model
         .forward(prompt, &mut cache, None, Outputs::LastToken)?
@@ -228,9 +232,36 @@ pub fn generate_self_speculative(
         prefill_seconds: start.elapsed().as_secs_f64(),
         decode_seconds: 0.0,
     };
-    let decode_start = Instant::now();
-    let mut out = AdaptiveGeneration::new(generation, Vec::new());
-    let mut next = sampler.sample(&logits);
+    let first = sampler.sample(&logits);
+    Ok(SpeculativeStart {
+        sampler,
+        cache,
+        out: AdaptiveGeneration::new(generation, Vec::new()),
+        first,
+        decode_start: Instant::now(),
+    })
+}
+
+/// Generate losslessly, `draft_hook` choosing each draft's depth and `draft` how many drafts
+/// a round makes. `on_token` sees tokens (with the depth of the pass that proposed them) as
+/// they are verified.
+pub fn generate_self_speculative(
+    model: &DecoderModel,
+    prompt: &[u32],
+    params: &GenerationParams,
+    draft_hook: &mut dyn LayerHook,
+    draft: &DraftSettings,
+    mut on_token: impl FnMut(u32, usize) -> Result<()>,
+) -> Result<AdaptiveGeneration> {
+    let SpeculativeStart {
+        mut sampler,
+        mut cache,
+        mut out,
+        first: mut next,
+        decode_start,
+    } = start_speculative(model, prompt, params, draft)?;
+    let n = model.num_layers();
+    let mut backlog = Backlog::default();
     // (token, depth of the pass that proposed it) settled by the last round.
     let mut settled = vec![(next, n)];
     'generation: loop {

@@ -9,7 +9,7 @@ use super::openai::{self, Endpoint, Input, RequestRules};
 use super::reply::ReplyHead;
 use super::template::ChatTemplate;
 use super::worker::{Event, Job, Prompt};
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, State};
@@ -19,6 +19,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use serde_json::json;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,25 +70,21 @@ pub fn router(app: App, body: BodyLimits) -> Router {
 /// that trickles its body (slow-loris) gets 408 and its connection back instead of holding it.
 async fn buffer_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    let read = axum::body::to_bytes(body, limits.max_bytes);
+    let read = read_body(body, limits.max_bytes);
     let bytes = match tokio::time::timeout(limits.timeout, read).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
-            let too_large = e
-                .into_inner()
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            let error = match too_large {
-                true => ApiError {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    ..ApiError::bad_request(format!(
-                        "the request body is larger than {} bytes (scheduler.max_body_bytes)",
-                        limits.max_bytes
-                    ))
-                },
-                false => ApiError::bad_request("the request body could not be read"),
-            };
-            return error.into_response();
+        Ok(Err(BodyError::TooLarge)) => {
+            return ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                ..ApiError::bad_request(format!(
+                    "the request body is larger than {} bytes (scheduler.max_body_bytes)",
+                    limits.max_bytes
+                ))
+            }
+            .into_response()
+        }
+        Ok(Err(BodyError::Unreadable)) => {
+            return ApiError::bad_request("the request body could not be read").into_response()
         }
         Err(_) => {
             return ApiError {
@@ -102,6 +99,39 @@ async fn buffer_body(State(limits): State<BodyLimits>, request: Request, next: N
     };
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// The body if it holds at most `max` bytes. A larger one is still read (and dropped) up to a
+/// few times `max`, so the client has finished sending when the 413 goes out: closing on a
+/// client mid-upload resets the connection, and the client never sees the answer.
+async fn read_body(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
+    let drain_up_to = max.saturating_mul(4).max(1 << 20);
+    if HttpBody::size_hint(&body).lower() > drain_up_to as u64 {
+        return Err(BodyError::TooLarge);
+    }
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Unreadable)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= max {
+            kept.extend_from_slice(&data);
+        } else if seen > drain_up_to {
+            return Err(BodyError::TooLarge);
+        }
+    }
+    match seen <= max {
+        true => Ok(Bytes::from(kept)),
+        false => Err(BodyError::TooLarge),
+    }
 }
 
 async fn chat(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
