@@ -239,10 +239,11 @@ const AVX2_TILE_R: usize = 2;
 
 /// (weight rows, activation rows) of a full tile for `m` activation rows. On AVX-512 one tile
 /// spans all `m ≤ 8` rows, so each weight is decoded once per product; the weight rows shrink as
-/// `m` grows to keep R × J ≤ 16 accumulators in the 32 registers (measured on SmolLM2, 2 threads:
-/// 4 × 4 and 2 × 8 tiles spill, a pass of 4 rows cost 2.0–2.5× one row with them and 1.6–2.0× with
-/// 3 × 4). Every shape sums each output in the same order, so a row's result does not depend on
-/// `m` (verification equals decoding bit for bit).
+/// `m` grows (4 × 2, 3 × 4, 2 × m). Measured on SmolLM2, 2 threads: a 4-row pass cost 2.0–2.5×
+/// one row with 4 × 4 tiles and 1.6–2.0× with 3 × 4 (register pressure is the likely cause, not
+/// checked in the assembly); the 2 × 8 tile of an 8-row pass is still slow (4.4×). Every shape
+/// sums each output in the same order, so a row's result does not depend on `m` (verification
+/// equals decoding bit for bit).
 pub const fn tile_shape(wide: bool, m: usize) -> (usize, usize) {
     match (wide, m) {
         (false, _) => (AVX2_TILE_R, TILE_J),
