@@ -1,7 +1,7 @@
 use super::chat::chat_prompt;
 use super::generate::policy;
 use super::{ConfigModelArgs, GenerationFlags, PluginArgs};
-use adainfer::engine::modes::Mode;
+use adainfer::engine::modes::{Mode, ModeSpec};
 use adainfer::engine::synthetic::SyntheticSpec;
 use adainfer::engine::{GenerationParams, SamplingParams};
 use adainfer::eval::bench_decode::{
@@ -100,11 +100,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut base = a.flags.apply(config.as_ref().map(|c| &c.generation));
     base.mode = Mode::EarlyExit;
     let modes = parse_modes(&a.modes, base.kv_fill, base.draft)?;
-    let needs_policy = modes.iter().any(|m| match m.mode {
-        Mode::Dense => false,
-        Mode::EarlyExit => true,
-        Mode::SelfSpeculative => m.draft.source.needs_policy(),
-    });
+    let needs_policy = modes.iter().any(ModeSpec::needs_policy);
     let mut policy = match needs_policy {
         true => policy(&base, config.as_ref(), &engine)?,
         false => super::generate::Policy::None,
@@ -140,7 +136,7 @@ pub fn run(a: Args) -> Result<()> {
                 let prompts = workload
                     .messages(a.prompts)?
                     .iter()
-                    .map(|m| engine.encode(&chat_prompt(&engine, None, &[m.clone()])?))
+                    .map(|m| engine.encode(&chat_prompt(&engine, None, std::slice::from_ref(m))?))
                     .collect::<Result<Vec<_>>>()?;
                 let what = format!("{}, chat template", workload.description());
                 sets.push((workload.name().to_string(), what, prompts));

@@ -62,11 +62,8 @@ pub(super) fn policy(
     engine: &Engine,
 ) -> Result<Policy> {
     Ok(match (spec.fixed_layer, config) {
-        _ if spec.mode == Mode::Dense => Policy::None,
-        // Prompt-lookup drafts come from the context, not from the model's layers.
-        _ if spec.mode == Mode::SelfSpeculative && !spec.draft.source.needs_policy() => {
-            Policy::None
-        }
+        // Dense, and prompt-lookup drafts (from the context, not the model's layers).
+        _ if !spec.needs_policy() => Policy::None,
         (Some(layer), _) => Policy::Fixed(
             FixedExit::new(layer, engine.model.num_layers())
                 .context("--draft-layer / [generation] fixed_layer")?,

@@ -86,6 +86,16 @@ impl ModeSpec {
         Self::default()
     }
 
+    /// Whether this mode needs an exit policy (a hook): early exit always, self-speculative
+    /// when the model's own layers draft; dense and prompt-lookup drafts never.
+    pub fn needs_policy(&self) -> bool {
+        match self.mode {
+            Mode::Dense => false,
+            Mode::EarlyExit => true,
+            Mode::SelfSpeculative => self.draft.source.needs_policy(),
+        }
+    }
+
     /// Short name for reports: `dense`, `early_exit/recompute`, `self_speculative/k=4/c=0.3`,
     /// `self_speculative/auto/k=8`.
     pub fn label(&self) -> String {
@@ -176,7 +186,7 @@ pub fn generate_mode(
             let depths = vec![n; g.tokens.len()];
             Ok(AdaptiveGeneration::new(g, depths))
         }
-        (Mode::SelfSpeculative, _) if !spec.draft.source.needs_policy() => {
+        (Mode::SelfSpeculative, _) if !spec.needs_policy() => {
             let auto = spec.draft.source == DraftSource::Auto;
             generate_prompt_lookup(model, prompt, params, &spec.draft, auto, on_token)
         }

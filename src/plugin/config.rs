@@ -119,6 +119,16 @@ impl PluginConfig {
 impl PolicySection {
     /// The classifier table of a classifier policy `kind` (`svm`, `logistic`, `crf`; `None`
     /// for other kinds).
+    pub fn classifier(&self, kind: &str) -> Option<&Option<ClassifierParams>> {
+        match kind {
+            "svm" => Some(&self.svm),
+            "logistic" => Some(&self.logistic),
+            "crf" => Some(&self.crf),
+            _ => None,
+        }
+    }
+
+    /// [`Self::classifier`], to change.
     pub fn classifier_mut(&mut self, kind: &str) -> Option<&mut Option<ClassifierParams>> {
         match kind {
             "svm" => Some(&mut self.svm),

@@ -10,7 +10,6 @@ use super::reply::ReplyHead;
 use super::template::ChatTemplate;
 use super::worker::{Event, Job, Prompt};
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::rejection::BytesRejection;
 use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -61,7 +60,9 @@ pub fn router(app: App, body: BodyLimits) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body.max_bytes))
+        // `buffer_body` enforces the size limit (and the time limit) for every route; the
+        // handlers' `Bytes` then only take the buffered body, so axum's own 2 MB default is off.
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(body, buffer_body))
         .with_state(app)
 }
@@ -134,12 +135,12 @@ async fn read_body(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
     }
 }
 
-async fn chat(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat(State(app): State<App>, body: Bytes) -> Response {
     let response = complete(&app, Endpoint::Chat, body).await;
     counted(&app, "/v1/chat/completions", response)
 }
 
-async fn completion(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completion(State(app): State<App>, body: Bytes) -> Response {
     let response = complete(&app, Endpoint::Completion, body).await;
     counted(&app, "/v1/completions", response)
 }
@@ -150,17 +151,7 @@ fn counted(app: &Shared, endpoint: &'static str, response: Result<Response, ApiE
     response
 }
 
-async fn complete(
-    app: &Shared,
-    endpoint: Endpoint,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let bytes = body.map_err(|r| ApiError {
-        status: r.status(),
-        kind: "invalid_request_error",
-        message: r.body_text(),
-        param: None,
-    })?;
+async fn complete(app: &Shared, endpoint: Endpoint, bytes: Bytes) -> Result<Response, ApiError> {
     let request = openai::parse(&bytes, endpoint, &app.rules)?;
     let prompt = match request.input {
         Input::Messages(messages) => Prompt::Text(render(app, &messages)?),
@@ -349,7 +340,7 @@ mod tests {
     async fn a_full_queue_is_a_503_and_a_stopped_engine_too() {
         let (queue, mut jobs) = mpsc::channel(1);
         let app = Arc::new(shared(queue));
-        let body = || Ok(Bytes::from_static(br#"{"prompt": "hi"}"#));
+        let body = || Bytes::from_static(br#"{"prompt": "hi"}"#);
         // Nobody serves the queue: the first request waits in it, the second finds it full.
         let first = app.clone();
         let waiting =

@@ -6,7 +6,6 @@ use super::error::ApiError;
 use super::http::{render, App};
 use super::openai::ChatMessage;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -39,9 +38,8 @@ struct DetokenizeBody {
     tokens: Vec<u32>,
 }
 
-fn body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = body.map_err(|r| ApiError::bad_request(r.body_text()))?;
-    let mut json = serde_json::Deserializer::from_slice(&bytes);
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let path = e.path().to_string();
         ApiError::bad_request(format!(
@@ -64,9 +62,9 @@ fn check_model(app: &App, model: Option<&String>) -> Result<(), ApiError> {
     }
 }
 
-pub async fn tokenize(State(app): State<App>, raw: Result<Bytes, BytesRejection>) -> Response {
+pub async fn tokenize(State(app): State<App>, raw: Bytes) -> Response {
     let answer = (|| {
-        let b: TokenizeBody = body(raw)?;
+        let b: TokenizeBody = body(&raw)?;
         check_model(&app, b.model.as_ref())?;
         let _ = b.add_generation_prompt;
         let text = match (b.prompt, b.messages) {
@@ -88,9 +86,9 @@ pub async fn tokenize(State(app): State<App>, raw: Result<Bytes, BytesRejection>
     response.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub async fn detokenize(State(app): State<App>, raw: Result<Bytes, BytesRejection>) -> Response {
+pub async fn detokenize(State(app): State<App>, raw: Bytes) -> Response {
     let answer = (|| {
-        let b: DetokenizeBody = body(raw)?;
+        let b: DetokenizeBody = body(&raw)?;
         check_model(&app, b.model.as_ref())?;
         let vocab = app.rules.vocab_size;
         if let Some(bad) = b.tokens.iter().find(|&&t| t as usize >= vocab) {

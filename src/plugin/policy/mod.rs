@@ -82,12 +82,7 @@ pub fn build_policy(
             Box::new(ThresholdRule::new(signal, thresholds))
         }
         "svm" | "logistic" | "crf" => {
-            let params = match kind {
-                "svm" => &p.svm,
-                "logistic" => &p.logistic,
-                _ => &p.crf,
-            };
-            let Some(params) = params else {
+            let Some(Some(params)) = p.classifier(kind) else {
                 bail!("policy {kind} needs [policy.{kind}] classifier = \"FILE\" in {source}");
             };
             Box::new(ClassifierPolicy::load(
