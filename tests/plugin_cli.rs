@@ -126,8 +126,68 @@ fn collect_then_train_writes_a_loadable_classifier() {
         "--prompt",
         "Q: Stocks fall.\nA:",
     ]);
+    assert!(ok, "{err}");
+    // The classifier names the prompts it learned from, and calibrating on the same split
+    // leaves them out: a guarantee tested on them would flatter the rule.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    let trained_on = &saved["training"]["prompts"];
+    assert_eq!(
+        (trained_on["task"].as_str(), trained_on["split"].as_str()),
+        (Some("agnews"), Some("train"))
+    );
+    assert_eq!(trained_on["ids"].as_array().map(Vec::len), Some(12));
+    let calibrated = dir.join("calibrated.toml");
+    let (ok, out, err) = adainfer(&[
+        "calibrate",
+        "--config",
+        CONFIG,
+        "--set",
+        "policy.kind=logistic",
+        "--set",
+        &format!("policy.classifier={}", model.display()),
+        "--task",
+        "agnews",
+        "--limit",
+        "6",
+        "--thresholds",
+        "0.9,0.5",
+        "--budget",
+        "0.9",
+        "--confidence",
+        "0.5",
+        "--out",
+        calibrated.to_str().unwrap(),
+    ]);
     std::fs::remove_dir_all(&dir).ok();
     assert!(ok, "{err}");
+    assert!(
+        out.contains("left out the 12 agnews Train prompts the policy's classifier was trained on"),
+        "{out}"
+    );
+}
+
+/// A classifier file that does not say what it was trained on cannot be calibrated on the
+/// split it may have come from; the test split is still open to it.
+#[test]
+fn calibrate_refuses_a_classifier_that_may_have_seen_its_prompts() {
+    let (ok, _, err) = adainfer(&[
+        "calibrate",
+        "--config",
+        CONFIG,
+        "--set",
+        "policy.kind=svm",
+        "--task",
+        "sst2",
+        "--limit",
+        "4",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("tiny-llama-sst2-agnews-sst2-svm.json")
+            && err.contains("does not record which prompts"),
+        "{err}"
+    );
 }
 
 /// `collect` builds its prompts as `eval` does: demonstrations, label-restricted features.

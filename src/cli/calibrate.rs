@@ -6,11 +6,13 @@ use adainfer::eval::per_layer;
 use adainfer::eval::replay::{self, Replayed};
 use adainfer::eval::run;
 use adainfer::eval::sweep::{default_thresholds, with_threshold};
-use adainfer::plugin::classifier::write_atomically;
+use adainfer::eval::tasks::Split;
+use adainfer::plugin::classifier::{write_atomically, Classifier};
 use adainfer::plugin::config::CalibrationRecord;
 use adainfer::plugin::policy::Signal;
 use adainfer::plugin::{load_engine, PluginConfig};
 use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -87,6 +89,33 @@ fn tidy_floats(value: &mut toml::Value) {
         toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| tidy_floats(v)),
         toml::Value::Array(a) => a.iter_mut().for_each(tidy_floats),
         _ => {}
+    }
+}
+
+/// The prompts of `spec`'s task and split that the config's classifier saw in training: testing
+/// a guarantee on them would flatter the rule. A classifier file that does not record its prompts
+/// is refused for the same split, since nothing would show the two sets apart.
+fn classifier_training_prompts(
+    config: &PluginConfig,
+    spec: &run::EvalSpec,
+) -> Result<BTreeSet<String>> {
+    let Some(Some(params)) = config.policy.classifier(&config.policy.kind) else {
+        return Ok(BTreeSet::new());
+    };
+    let classifier = Classifier::load(&params.classifier)?;
+    let split = format!("{:?}", spec.split).to_lowercase();
+    match classifier.training.and_then(|t| t.prompts) {
+        Some(p) if p.task == spec.task.name() && p.split == split => {
+            Ok(p.ids.into_iter().collect())
+        }
+        Some(_) => Ok(BTreeSet::new()),
+        None if spec.split == Split::Test => Ok(BTreeSet::new()),
+        None => bail!(
+            "{}: the classifier does not record which prompts it was trained on (written before \
+             `train` kept them), so calibrating on the {split} split could reuse them; collect and \
+             train it again, or calibrate with --split test",
+            params.classifier.display()
+        ),
     }
 }
 
@@ -191,7 +220,16 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--per-layer-risks fits per-layer thresholds of gap_threshold or top_prob_threshold, not of {kind}");
     }
     with_threshold(&config, 0.5)?; // fail early on a static policy, before loading anything
-    let spec = a.task.spec(&a.split, Some(a.limit), None)?;
+    let mut spec = a.task.spec(&a.split, Some(a.limit), None)?;
+    spec.exclude = classifier_training_prompts(&config, &spec)?;
+    if !spec.exclude.is_empty() {
+        println!(
+            "left out the {} {} {:?} prompts the policy's classifier was trained on",
+            spec.exclude.len(),
+            spec.task,
+            spec.split
+        );
+    }
     let engine = load_engine(&config, a.model.as_deref())?;
     let layers = engine.model.num_layers();
     if let Some(&m) = min_layers.iter().find(|&&m| m > layers) {

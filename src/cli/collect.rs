@@ -76,7 +76,7 @@ pub fn run(a: Args) -> Result<()> {
         label: a.label.clone(),
         label_tokens: config.features.label_tokens.clone(),
         task: spec.task.name().to_string(),
-        split: a.split.clone(),
+        split: format!("{:?}", spec.split).to_lowercase(),
     };
     let rows = collect_rows(&engine, features, &prompts, gold)?;
     write_data(&a.out, &header, &rows)?;

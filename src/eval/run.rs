@@ -8,6 +8,7 @@ use super::report::{self, EvalReport};
 use super::tasks::{self, Example, FewShot, Split, Task};
 use crate::engine::Engine;
 use anyhow::Result;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// What to evaluate.
@@ -21,6 +22,9 @@ pub struct EvalSpec {
     pub limit: Option<usize>,
     /// Skip this many rows first (calibration reads rows that a `limit`-ed eval never reads).
     pub offset: usize,
+    /// Example ids to leave out before `offset` and `limit` apply (calibration leaves out the
+    /// prompts a classifier was trained on).
+    pub exclude: BTreeSet<String>,
     /// Seed of the demonstration draw.
     pub seed: u64,
     /// Score single-token answers among the task's label tokens instead of the full vocabulary.
@@ -38,6 +42,7 @@ impl EvalSpec {
             shots: 0,
             limit: None,
             offset: 0,
+            exclude: BTreeSet::new(),
             seed: 0,
             label_scoring: false,
             prompt_format: PromptFormat::Qa,
@@ -63,7 +68,7 @@ pub fn select(engine: &Engine, spec: &EvalSpec) -> Result<(Vec<Example>, Prompts
     } else {
         tasks::load_examples_from(&spec.data_dir, spec.task, spec.split, None)?
     };
-    examples.retain(|e| !few_shot.contains(e));
+    examples.retain(|e| !few_shot.contains(e) && !spec.exclude.contains(&e.id));
     let examples: Vec<_> = examples
         .into_iter()
         .skip(spec.offset)

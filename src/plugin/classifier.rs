@@ -81,6 +81,20 @@ pub struct TrainingSummary {
     pub recall: f64,
     pub exit_rate: f64,
     pub mean_exit_layer: f64,
+    /// The prompts its rows came from (training and held-out alike), so that a calibration
+    /// can leave them out: a guarantee tested on the classifier's own training prompts would
+    /// be optimistic. Absent in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<TrainingPrompts>,
+}
+
+/// Where a classifier's training rows came from: `collect`'s task, split and example ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingPrompts {
+    pub task: String,
+    pub split: String,
+    pub ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

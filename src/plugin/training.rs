@@ -7,8 +7,8 @@
 //! gold answer token" (`gold`).
 
 use super::classifier::{
-    fit_crf, fit_logistic, fit_svm, write_atomically, Classifier, Scaler, TrainingSummary,
-    FORMAT_VERSION,
+    fit_crf, fit_logistic, fit_svm, write_atomically, Classifier, Scaler, TrainingPrompts,
+    TrainingSummary, FORMAT_VERSION,
 };
 use super::config::TrainSection;
 use super::features::{FeatureExtractor, FeatureRow};
@@ -291,7 +291,16 @@ pub fn train(
         available_rows: fit_rows.len(),
         ..report
     };
-    classifier.training = Some(report.summary.clone());
+    let mut ids: Vec<String> = prompts.iter().map(|p| p.to_string()).collect();
+    ids.sort();
+    classifier.training = Some(TrainingSummary {
+        prompts: Some(TrainingPrompts {
+            task: header.task.clone(),
+            split: header.split.clone(),
+            ids,
+        }),
+        ..report.summary.clone()
+    });
     Ok((classifier, report))
 }
 
@@ -352,6 +361,7 @@ fn evaluate(
             recall: ratio(tp, tp + fn_),
             exit_rate: ratio(exits, prompts),
             mean_exit_layer: ratio(layer_sum, prompts),
+            prompts: None,
         },
         train_prompts: 0,
         holdout_prompts: prompts,
