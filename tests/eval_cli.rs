@@ -250,6 +250,131 @@ fn calibrate_writes_a_certified_config_that_loads_back_and_guards_its_model() {
     std::fs::remove_file(&out_path).unwrap();
 }
 
+/// The lines of the rule table `calibrate` prints (what a replay decided, rule by rule).
+fn rule_table(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("| threshold |"))
+        .take_while(|l| l.starts_with('|'))
+        .collect()
+}
+
+#[test]
+fn calibrate_reuses_recorded_passes_and_reports_every_budget_on_unseen_prompts() {
+    let dir = std::env::temp_dir().join(format!("adainfer-cal-traces-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (traces, check, plot, out) = (
+        path("t.json"),
+        path("c.json"),
+        path("p.svg"),
+        path("o.toml"),
+    );
+    let base = [
+        "calibrate",
+        "--config",
+        &gap_config(),
+        "--task",
+        "sst2",
+        "--limit",
+        "8",
+        "--thresholds",
+        "0.9,0.5,0.0",
+        "--budget",
+        "0.9",
+        "--confidence",
+        "0.5",
+        "--traces",
+        &traces,
+        "--out",
+        &out,
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let run = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::adainfer(&args)
+    };
+    // First run: records with more features than the policy reads, and sweeps the budget.
+    let (ok, first, err) = run(&with(&[
+        "--set",
+        "features.names=[\"gap\", \"top_prob\", \"entropy\"]",
+        "--sweep-budgets",
+        "0.01,0.5,0.95",
+        "--check-limit",
+        "4",
+        "--check-traces",
+        &check,
+        "--plot",
+        &plot,
+    ]));
+    assert!(ok, "{err}");
+    assert!(
+        first.contains("recorded 8 passes into") && first.contains("recorded 4 passes into"),
+        "{first}"
+    );
+    assert!(first.contains("The rule each budget certifies"), "{first}");
+    // ε = 1% cannot be certified on 8 prompts: the answer is dense, said as such.
+    assert!(
+        first.contains("| 1.0% | none certified: dense | – | – | 0.0% |"),
+        "{first}"
+    );
+    for eps in ["| 50.0% |", "| 90.0% |", "| 95.0% |"] {
+        assert!(first.contains(eps), "{eps} missing: {first}");
+    }
+    // Dense on the check prompts runs every block; the oracle always agrees with it.
+    let row = |name: &str| {
+        first
+            .lines()
+            .find(|l| l.starts_with(&format!("| – | {name} |")))
+            .unwrap_or_else(|| panic!("no {name} row: {first}"))
+            .to_string()
+    };
+    assert!(
+        row("dense").contains("| 100.0% | 12.00 | 0.0% |"),
+        "{}",
+        row("dense")
+    );
+    assert!(row("oracle").contains("| 100.0% |"), "{}", row("oracle"));
+    assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+    // Second run: the policy's own two features are read from the file, and every rule is
+    // judged exactly as on the recorded passes.
+    let (ok, second, err) = run(&with(&[]));
+    assert!(ok, "{err}");
+    assert!(second.contains("read 8 recorded passes from"), "{second}");
+    assert!(!second.contains("recorded 8 passes"), "{second}");
+    assert_eq!(rule_table(&first), rule_table(&second));
+    assert!(rule_table(&first).len() >= 5);
+    // Passes recorded on other prompts, or without a feature the rule reads, are refused.
+    let err = refused(
+        &with(&["--shots", "1"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        err.contains("prompt 1 was") && err.contains("record again"),
+        "{err}"
+    );
+    let mut fewer = with(&[]);
+    fewer[6] = "7".into();
+    let err = refused(&fewer.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("holds 8 prompts, this run has 7"), "{err}");
+    let args = with(&["--set", "features.names=[\"gap\", \"cos_mlp\"]"]);
+    let err = refused(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("has no feature \"cos_mlp\""), "{err}");
+    std::fs::write(&check, b"{\"format\": 1, \"identity\": 7}").unwrap();
+    let mut other = with(&[]);
+    other[14] = check.clone();
+    let err = refused(&other.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("not a traces file"), "{err}");
+    let args = with(&["--split", "test", "--check-limit", "4"]);
+    let err = refused(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("--split train"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn calibrate_fits_per_layer_thresholds_and_adopts_the_task_labels() {
     let out_path =

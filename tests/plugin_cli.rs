@@ -115,6 +115,33 @@ fn collect_then_train_writes_a_loadable_classifier() {
         out.contains("precision") && out.contains("held out 3 prompts"),
         "{out}"
     );
+    // A subset of the collected features trains its own classifier (Table 6 from one collect).
+    let subset = dir.join("top_prob.json");
+    let train_on = |features: &str| {
+        adainfer(&[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--classifier",
+            "logistic",
+            "--out",
+            subset.to_str().unwrap(),
+            "--features",
+            features,
+        ])
+    };
+    let (ok, out, err) = train_on("top_prob");
+    assert!(ok, "{err}");
+    assert!(out.contains("on features [\"top_prob\"]"), "{out}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&subset).unwrap()).unwrap();
+    assert_eq!(saved["features"], serde_json::json!(["top_prob"]));
+    let (ok, _, err) = train_on("top_prob,cos_mlp");
+    assert!(!ok);
+    assert!(
+        err.contains("collected without feature \"cos_mlp\"") && err.contains("rows.jsonl"),
+        "{err}"
+    );
     let (ok, _, err) = adainfer(&[
         "inspect",
         "--config",
@@ -159,10 +186,34 @@ fn collect_then_train_writes_a_loadable_classifier() {
         "--out",
         calibrated.to_str().unwrap(),
     ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("left out the 12 agnews Train prompts the classifier was trained on"),
+        "{out}"
+    );
+    // A rule without a classifier can be calibrated on the same prompts as one with it.
+    let (ok, out, err) = adainfer(&[
+        "calibrate",
+        "--config",
+        CONFIG,
+        "--task",
+        "agnews",
+        "--limit",
+        "6",
+        "--budget",
+        "0.9",
+        "--confidence",
+        "0.5",
+        "--leave-out",
+        model.to_str().unwrap(),
+        "--out",
+        calibrated.to_str().unwrap(),
+    ]);
     std::fs::remove_dir_all(&dir).ok();
     assert!(ok, "{err}");
     assert!(
-        out.contains("left out the 12 agnews Train prompts the policy's classifier was trained on"),
+        out.contains("left out the 12 agnews Train prompts the classifier was trained on")
+            && out.contains("gap_threshold on agnews Train rows (6 prompts"),
         "{out}"
     );
 }

@@ -1,6 +1,6 @@
 use super::PluginArgs;
 use adainfer::plugin::config::TrainSection;
-use adainfer::plugin::training::{read_data, train};
+use adainfer::plugin::training::{read_data, select_features, train};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -15,6 +15,10 @@ pub struct Args {
     /// Where to write the classifier (JSON).
     #[arg(long)]
     out: PathBuf,
+    /// Comma-separated features to train on, a subset of those the rows were collected with (the
+    /// paper's Table 6 from one `collect`); default: all of them.
+    #[arg(long)]
+    features: Option<String>,
     /// Hyper-parameters come from the config's [train] section (defaults without one).
     #[command(flatten)]
     plugin: PluginArgs,
@@ -27,6 +31,13 @@ pub fn run(a: Args) -> Result<()> {
     };
     let (header, rows) = read_data(&a.data)?;
     let name = a.data.display().to_string();
+    let (header, rows) = match &a.features {
+        Some(list) => {
+            let names: Vec<String> = list.split(',').map(|f| f.trim().to_string()).collect();
+            select_features(&header, rows, &names, &name)?
+        }
+        None => (header, rows),
+    };
     let (classifier, report) = train(&header, &rows, &a.classifier, &params, &name)?;
     classifier.save(&a.out)?;
     let s = &report.summary;

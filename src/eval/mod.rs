@@ -7,8 +7,9 @@
 //! - [`competence`]: whether dense is good enough on a task for agreement figures to mean anything;
 //! - [`run`]: one evaluation end to end; [`report`]: JSON and Markdown;
 //! - [`sweep`]: threshold sweeps (accuracy-vs-pruning curve, `calibrate`); [`guarantee`]: the
-//!   Learn-then-Test test `calibrate` certifies a rule with; [`replay`]: rules judged on recorded
-//!   passes; [`plots`]: SVG figures;
+//!   Learn-then-Test test `calibrate` certifies a rule with; [`budget_sweep`]: the rule each
+//!   budget certifies, checked on unseen prompts; [`replay`]: rules judged on recorded passes,
+//!   kept in files by [`trace_file`]; [`plots`]: SVG figures;
 //! - [`bench`]: dense prefill / decode throughput, ours beside stock mistral.rs; [`peers`]:
 //!   llama.cpp's llama-bench on the same GGUF file, and peak memory.
 
@@ -16,6 +17,7 @@ pub mod ab;
 pub mod arms;
 pub mod bench;
 pub mod bench_decode;
+pub mod budget_sweep;
 pub mod competence;
 pub mod datasets;
 pub mod guarantee;
@@ -29,4 +31,5 @@ pub mod report;
 pub mod run;
 pub mod sweep;
 pub mod tasks;
+pub mod trace_file;
 pub mod workloads;

@@ -309,24 +309,62 @@ fn layers_histogram(report: &EvalReport) -> Result<String> {
 
 fn accuracy_vs_pruning(input: &PlotInput) -> Result<String> {
     let report = input.report;
-    let curve: Vec<(f64, f64, f64)> = input
+    let curve: Vec<ChartPoint> = input
         .sweep
         .iter()
-        .map(|p| (100.0 * p.pruning_ratio, 100.0 * p.accuracy, p.threshold))
+        .map(|p| ChartPoint {
+            label: format!("{}", p.threshold),
+            pruning: 100.0 * p.pruning_ratio,
+            accuracy: 100.0 * p.accuracy,
+        })
         .collect();
-    let arms: Vec<(&str, f64, f64)> = report
+    let arms: Vec<ChartPoint> = report
         .arms
         .iter()
-        .map(|(n, r)| (n.as_str(), 100.0 * r.pruning_ratio, 100.0 * r.accuracy))
+        .map(|(n, r)| ChartPoint {
+            label: n.clone(),
+            pruning: 100.0 * r.pruning_ratio,
+            accuracy: 100.0 * r.accuracy,
+        })
         .collect();
-    let (lo, hi) = padded_range(curve.iter().map(|c| c.1).chain(arms.iter().map(|a| a.2)));
+    pruning_chart(
+        &title(report, "Accuracy vs pruning ratio"),
+        &format!("{} as the threshold sweeps", input.policy),
+        &curve,
+        &arms,
+    )
+}
+
+/// A point of an accuracy-vs-pruning chart, both in percent.
+pub struct ChartPoint {
+    pub label: String,
+    pub pruning: f64,
+    pub accuracy: f64,
+}
+
+/// Accuracy against pruning ratio: a labelled curve (a threshold or a budget sweep) and
+/// reference arms (dense, the oracle, baselines) as triangles.
+pub fn pruning_chart(
+    caption: &str,
+    curve_name: &str,
+    curve: &[ChartPoint],
+    arms: &[ChartPoint],
+) -> Result<String> {
+    let (lo, hi) = padded_range(curve.iter().chain(arms).map(|c| c.accuracy));
+    // Pruning on a real model is often a few percent: fit the axis to the points.
+    let right = curve
+        .iter()
+        .chain(arms)
+        .map(|c| c.pruning)
+        .fold(0.0, f64::max);
+    let right = (right * 1.2 + 2.0).clamp(10.0, 102.0);
     render(|root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(title(report, "Accuracy vs pruning ratio"), (FONT, 22))
+            .caption(caption, (FONT, 22))
             .margin(16)
             .x_label_area_size(42)
             .y_label_area_size(56)
-            .build_cartesian_2d(-2f64..102f64, lo..hi)
+            .build_cartesian_2d(-1f64..right, lo..hi)
             .map_err(plot_err)?;
         chart
             .configure_mesh()
@@ -335,32 +373,32 @@ fn accuracy_vs_pruning(input: &PlotInput) -> Result<String> {
             .draw()
             .map_err(plot_err)?;
         if !curve.is_empty() {
-            let line: Vec<(f64, f64)> = curve.iter().map(|c| (c.0, c.1)).collect();
+            let line: Vec<(f64, f64)> = curve.iter().map(|c| (c.pruning, c.accuracy)).collect();
             chart
                 .draw_series(LineSeries::new(line, BLUE.stroke_width(2)))
                 .map_err(plot_err)?
-                .label(format!("{} as the threshold sweeps", input.policy))
+                .label(curve_name.to_string())
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
             chart
-                .draw_series(curve.iter().map(|&(x, y, t)| {
-                    EmptyElement::at((x, y))
+                .draw_series(curve.iter().map(|c| {
+                    EmptyElement::at((c.pruning, c.accuracy))
                         + Circle::new((0, 0), 3, BLUE.filled())
-                        + Text::new(format!("{t}"), (4, -14), (FONT, 11))
+                        + Text::new(c.label.clone(), (4, -14), (FONT, 11))
                 }))
                 .map_err(plot_err)?;
         }
-        for (i, &(name, x, y)) in arms.iter().enumerate() {
+        for (i, arm) in arms.iter().enumerate() {
             let color = arm_color(i);
             // Alternate label sides so neighbouring arms stay readable.
             let label_at = if i % 2 == 0 { (8, 4) } else { (8, -20) };
             chart
                 .draw_series(std::iter::once(
-                    EmptyElement::at((x, y))
+                    EmptyElement::at((arm.pruning, arm.accuracy))
                         + TriangleMarker::new((0, 0), 8, color.filled())
-                        + Text::new(name.to_string(), label_at, (FONT, 13)),
+                        + Text::new(arm.label.clone(), label_at, (FONT, 13)),
                 ))
                 .map_err(plot_err)?
-                .label(name.to_string())
+                .label(arm.label.clone())
                 .legend(move |(x, y)| TriangleMarker::new((x + 7, y), 6, color.filled()));
         }
         chart

@@ -168,6 +168,42 @@ pub fn read_data(path: &Path) -> Result<(DataHeader, Vec<TrainingRow>)> {
     Ok((header, rows))
 }
 
+/// The rows with only the features `names` (in that order), so one `collect` of every feature
+/// serves classifiers on any subset of them.
+pub fn select_features(
+    header: &DataHeader,
+    rows: Vec<TrainingRow>,
+    names: &[String],
+    data_name: &str,
+) -> Result<(DataHeader, Vec<TrainingRow>)> {
+    let mut columns = Vec::with_capacity(names.len());
+    for name in names {
+        FeatureExtractor::new(std::slice::from_ref(name), None)?; // a known feature name
+        if columns.iter().any(|&c| header.features[c] == *name) {
+            bail!("--features names {name:?} twice");
+        }
+        let column = header.features.iter().position(|f| f == name).with_context(|| {
+            format!(
+                "{data_name} was collected without feature {name:?} (it holds {:?}); collect again with it",
+                header.features
+            )
+        })?;
+        columns.push(column);
+    }
+    let header = DataHeader {
+        features: names.to_vec(),
+        ..header.clone()
+    };
+    let rows = rows
+        .into_iter()
+        .map(|r| TrainingRow {
+            features: columns.iter().map(|&c| r.features[c]).collect(),
+            ..r
+        })
+        .collect();
+    Ok((header, rows))
+}
+
 /// What `train` measured on the held-out prompts.
 #[derive(Debug, Clone)]
 pub struct TrainReport {

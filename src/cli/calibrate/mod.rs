@@ -1,6 +1,9 @@
-use super::eval::{parse_list, progress};
+mod budgets;
+
+use super::eval::parse_list;
 use super::{PluginArgs, TaskArgs};
 use adainfer::eval::ab::Scoring;
+use adainfer::eval::budget_sweep::{cheapest_passed, walk_budgets};
 use adainfer::eval::guarantee::{fixed_sequence, min_prompts, selection_order, Trial};
 use adainfer::eval::per_layer;
 use adainfer::eval::replay::{self, Replayed};
@@ -12,6 +15,7 @@ use adainfer::plugin::config::CalibrationRecord;
 use adainfer::plugin::policy::Signal;
 use adainfer::plugin::{load_engine, PluginConfig};
 use anyhow::{bail, Context, Result};
+use budgets::{check_prompts, report_budgets, traces_for};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -56,6 +60,30 @@ pub struct Args {
     /// Where to write the calibrated config (default: beside the config, `<name>.calibrated-<task>.toml`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Keep the dense passes in FILE: a run that finds no FILE records and writes them; later runs
+    /// on the same prompts (any policy, feature subset, thresholds or budget) read them instead
+    /// of running the model. Record with every feature a later run may ask for.
+    #[arg(long)]
+    traces: Option<PathBuf>,
+    /// Comma-separated budgets ε: walk the same test sequence again at each and report the rule
+    /// each certifies (the accuracy–pruning curve as the budget sweeps). Each ε's guarantee holds
+    /// on its own, not jointly with the others.
+    #[arg(long)]
+    sweep_budgets: Option<String>,
+    /// Replay the chosen rules on the first N prompts of the test split, which calibration never
+    /// sees (needs --split train), beside dense and the oracle there.
+    #[arg(long)]
+    check_limit: Option<usize>,
+    /// Keep the check prompts' dense passes in FILE (as --traces).
+    #[arg(long, requires = "check_limit")]
+    check_traces: Option<PathBuf>,
+    /// Also leave out the prompts this classifier file was trained on, so that a rule without a
+    /// classifier (the gap rule) is calibrated on the same prompts as one with it.
+    #[arg(long)]
+    leave_out: Option<PathBuf>,
+    /// Write the budget sweep's accuracy-vs-pruning chart (SVG) to FILE.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 fn default_out(config: &Path, task: &str) -> PathBuf {
@@ -99,10 +127,15 @@ fn classifier_training_prompts(
     config: &PluginConfig,
     spec: &run::EvalSpec,
 ) -> Result<BTreeSet<String>> {
-    let Some(Some(params)) = config.policy.classifier(&config.policy.kind) else {
-        return Ok(BTreeSet::new());
-    };
-    let classifier = Classifier::load(&params.classifier)?;
+    match config.policy.classifier(&config.policy.kind) {
+        Some(Some(params)) => trained_on(&params.classifier, spec),
+        _ => Ok(BTreeSet::new()),
+    }
+}
+
+/// The prompts of `spec`'s task and split that the classifier in `file` was trained on.
+fn trained_on(file: &Path, spec: &run::EvalSpec) -> Result<BTreeSet<String>> {
+    let classifier = Classifier::load(file)?;
     let split = format!("{:?}", spec.split).to_lowercase();
     match classifier.training.and_then(|t| t.prompts) {
         Some(p) if p.task == spec.task.name() && p.split == split => {
@@ -114,7 +147,7 @@ fn classifier_training_prompts(
             "{}: the classifier does not record which prompts it was trained on (written before \
              `train` kept them), so calibrating on the {split} split could reuse them; collect and \
              train it again, or calibrate with --split test",
-            params.classifier.display()
+            file.display()
         ),
     }
 }
@@ -189,6 +222,9 @@ pub fn run(a: Args) -> Result<()> {
     if !(delta > 0.0 && delta < 1.0) {
         bail!("--confidence must be within (0, 1), got {}", a.confidence);
     }
+    if a.check_limit.is_some() && a.split != "train" {
+        bail!("--check-limit replays the rules on the test split, so calibrate on --split train");
+    }
     let kind = config.policy.kind.clone();
     let thresholds = match &a.thresholds {
         Some(list) => parse_list(list).context("--thresholds")?,
@@ -222,9 +258,12 @@ pub fn run(a: Args) -> Result<()> {
     with_threshold(&config, 0.5)?; // fail early on a static policy, before loading anything
     let mut spec = a.task.spec(&a.split, Some(a.limit), None)?;
     spec.exclude = classifier_training_prompts(&config, &spec)?;
+    if let Some(file) = &a.leave_out {
+        spec.exclude.extend(trained_on(file, &spec)?);
+    }
     if !spec.exclude.is_empty() {
         println!(
-            "left out the {} {} {:?} prompts the policy's classifier was trained on",
+            "left out the {} {} {:?} prompts the classifier was trained on",
             spec.exclude.len(),
             spec.task,
             spec.split
@@ -262,9 +301,7 @@ pub fn run(a: Args) -> Result<()> {
             if two_parameter { ", and two-parameter rules test on half of --limit" } else { "" },
         );
     }
-    let bar = progress(n, "dense passes, every block probed");
-    let traces = replay::record(&engine, &config, &prepared, || bar.inc(1))?;
-    bar.finish_and_clear();
+    let traces = traces_for(&engine, &config, &prepared, a.traces.as_deref())?;
     let mut candidates = Vec::new();
     for &min_layer in &min_layers {
         for &threshold in &thresholds {
@@ -314,14 +351,10 @@ pub fn run(a: Args) -> Result<()> {
     let trials: Vec<Trial> = sequence.iter().map(|&i| candidates[i].test).collect();
     let certified = fixed_sequence(&trials, epsilon, delta);
     // Every rule before the first failure is certified: keep the one that runs the fewest layers.
-    let chosen = certified.chosen.map(|last| {
-        (0..=last)
-            .min_by(|&x, &y| {
-                let layers = |k: usize| candidates[sequence[k]].avg_layers;
-                layers(x).total_cmp(&layers(y)).then(y.cmp(&x))
-            })
-            .expect("at least one rule passed")
-    });
+    let layers_at = |k: usize| candidates[sequence[k]].avg_layers;
+    let chosen = certified
+        .chosen
+        .map(|last| cheapest_passed(last, layers_at));
     println!(
         "{kind} on {} {:?} rows ({n} prompts, {}-shot, {} prompts): certify ≤ {:.1}% disagreement with \
          dense with probability ≥ {:.0}% (Learn-then-Test, fixed sequence{})\n",
@@ -375,6 +408,25 @@ pub fn run(a: Args) -> Result<()> {
     }
     if hidden > 0 {
         println!("| … {hidden} more threshold × min layer rules, not tested | | | | | | | |");
+    }
+    if a.sweep_budgets.is_some() || a.check_limit.is_some() {
+        let mut budgets = match &a.sweep_budgets {
+            Some(list) => parse_list(list).context("--sweep-budgets")?,
+            None => Vec::new(),
+        };
+        if let Some(b) = budgets.iter().find(|b| !(**b > 0.0 && **b < 1.0)) {
+            bail!("--sweep-budgets: {b} is not within (0, 1)");
+        }
+        budgets.push(epsilon);
+        budgets.sort_by(f64::total_cmp);
+        budgets.dedup();
+        let choices = walk_budgets(&trials, &budgets, delta, layers_at);
+        let check = match a.check_limit {
+            Some(limit) => Some(check_prompts(&a, &engine, &config, limit)?),
+            None => None,
+        };
+        let rules: Vec<&Candidate> = sequence.iter().map(|&i| &candidates[i]).collect();
+        report_budgets(&engine, &choices, &rules, check.as_ref(), &a, layers, delta)?;
     }
     let Some(chosen) = chosen else {
         let first = &candidates[sequence[0]];

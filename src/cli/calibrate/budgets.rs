@@ -1,0 +1,210 @@
+//! What `calibrate` keeps and reports beside the one certified rule: recorded passes read from or
+//! written to a file, the rule each budget certifies, and those rules on prompts calibration
+//! never saw.
+
+use super::super::eval::progress;
+use super::{Args, Candidate};
+use adainfer::eval::budget_sweep::{oracle, BudgetChoice, Measured};
+use adainfer::eval::plots::{pruning_chart, ChartPoint};
+use adainfer::eval::replay::{self, PromptTrace, Replayed};
+use adainfer::eval::{run, trace_file};
+use adainfer::plugin::classifier::write_atomically;
+use adainfer::plugin::PluginConfig;
+use adainfer::Engine;
+use anyhow::Result;
+use std::path::Path;
+
+/// The dense passes of `prepared`, read from `file` when it exists (and was recorded on these
+/// prompts), else recorded, and written to `file` when one is named.
+pub(super) fn traces_for(
+    engine: &Engine,
+    config: &PluginConfig,
+    prepared: &run::Prepared,
+    file: Option<&Path>,
+) -> Result<Vec<PromptTrace>> {
+    if let Some(path) = file.filter(|p| p.exists()) {
+        let traces = trace_file::load(
+            path,
+            &engine.identity,
+            &prepared.scoring,
+            &config.features.names,
+            &prepared.cases,
+        )?;
+        println!(
+            "read {} recorded passes from {}",
+            traces.len(),
+            path.display()
+        );
+        return Ok(traces);
+    }
+    let bar = progress(prepared.cases.len(), "dense passes, every block probed");
+    let traces = replay::record(engine, config, prepared, || bar.inc(1))?;
+    bar.finish_and_clear();
+    if let Some(path) = file {
+        trace_file::save(
+            path,
+            &engine.identity,
+            &prepared.scoring,
+            &config.features.names,
+            &prepared.cases,
+            &traces,
+        )?;
+        println!("recorded {} passes into {}", traces.len(), path.display());
+    }
+    Ok(traces)
+}
+
+/// Prompts calibration never sees, with their dense passes: the check of every chosen rule.
+pub(super) struct Check {
+    prepared: run::Prepared,
+    traces: Vec<PromptTrace>,
+    dense: Measured,
+    oracle: Measured,
+}
+
+pub(super) fn check_prompts(
+    a: &Args,
+    engine: &Engine,
+    config: &PluginConfig,
+    limit: usize,
+) -> Result<Check> {
+    let spec = a.task.spec("test", Some(limit), None)?;
+    let prepared = run::prepare(engine, &spec)?;
+    let traces = traces_for(engine, config, &prepared, a.check_traces.as_deref())?;
+    let gold: Vec<Option<u32>> = prepared.cases.iter().map(|c| c.gold).collect();
+    let dense = Measured::of(
+        &traces
+            .iter()
+            .zip(&gold)
+            .map(|(t, g)| Replayed {
+                layers: t.answers.len(),
+                agrees_with_dense: true,
+                correct: *g == Some(t.dense_answer()),
+            })
+            .collect::<Vec<_>>(),
+    );
+    let oracle = oracle(&traces, &gold);
+    Ok(Check {
+        prepared,
+        traces,
+        dense,
+        oracle,
+    })
+}
+
+/// The rule each budget certifies, what it costs on the calibration prompts and, with a check
+/// set, what it does on prompts calibration never saw; and the chart of that curve.
+pub(super) fn report_budgets(
+    engine: &Engine,
+    choices: &[BudgetChoice],
+    rules: &[&Candidate],
+    check: Option<&Check>,
+    a: &Args,
+    layers: usize,
+    delta: f64,
+) -> Result<()> {
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    // 1 − 0.9 prints as 0.09999999999999998.
+    let delta = format!("{delta:.6}");
+    let delta = delta.trim_end_matches('0');
+    println!("\nThe rule each budget certifies (δ = {delta}; each ε on its own):\n");
+    let mut head = "| ε | rule (threshold, min layer) | disagreements (test) | p-value | pruning (calibration) |".to_string();
+    if let Some(c) = check {
+        head += &format!(" check ({} test-split prompts): accuracy | agreement with dense | avg layers | pruning |", c.traces.len());
+    }
+    println!("{head}");
+    println!(
+        "|---|---|---|---|---|{}",
+        if check.is_some() {
+            "---|---|---|---|"
+        } else {
+            ""
+        }
+    );
+    let mut curve = Vec::new();
+    for choice in choices {
+        let rule = choice.chosen.map(|i| rules[i]);
+        let (shown, tested, p, pruning) = match rule {
+            Some(r) => (
+                format!("{}, {}", r.shown.0, r.shown.1),
+                format!("{}/{}", r.test.disagreements, r.test.prompts),
+                format!("{:.3}", choice.p_value.unwrap_or(1.0)),
+                pct(1.0 - r.avg_layers / layers as f64),
+            ),
+            None => (
+                "none certified: dense".into(),
+                "–".into(),
+                "–".into(),
+                pct(0.0),
+            ),
+        };
+        let mut line = format!(
+            "| {} | {shown} | {tested} | {p} | {pruning} |",
+            pct(choice.epsilon)
+        );
+        if let Some(c) = check {
+            let measured = match rule {
+                Some(r) => Measured::of(&replay::replay(
+                    engine,
+                    &r.rule,
+                    &c.traces,
+                    &c.prepared.cases,
+                )?),
+                None => c.dense,
+            };
+            line += &format!(
+                " {} | {} | {:.2} | {} |",
+                pct(measured.accuracy),
+                pct(measured.agreement),
+                measured.avg_layers,
+                pct(measured.pruning(layers))
+            );
+            curve.push(ChartPoint {
+                label: format!("ε {}", pct(choice.epsilon)),
+                pruning: 100.0 * measured.pruning(layers),
+                accuracy: 100.0 * measured.accuracy,
+            });
+        } else {
+            let r_layers = rule.map_or(layers as f64, |r| r.avg_layers);
+            curve.push(ChartPoint {
+                label: format!("ε {}", pct(choice.epsilon)),
+                pruning: 100.0 * (1.0 - r_layers / layers as f64),
+                accuracy: 100.0 * rule.map_or(rules[0].accuracy, |r| r.accuracy),
+            });
+        }
+        println!("{line}");
+    }
+    let mut arms = Vec::new();
+    if let Some(c) = check {
+        for (name, m) in [("dense", c.dense), ("oracle", c.oracle)] {
+            println!(
+                "| – | {name} | – | – | – | {} | {} | {:.2} | {} |",
+                pct(m.accuracy),
+                pct(m.agreement),
+                m.avg_layers,
+                pct(m.pruning(layers))
+            );
+            arms.push(ChartPoint {
+                label: name.into(),
+                pruning: 100.0 * m.pruning(layers),
+                accuracy: 100.0 * m.accuracy,
+            });
+        }
+    }
+    if let Some(path) = &a.plot {
+        let on = if check.is_some() {
+            "check prompts"
+        } else {
+            "calibration prompts"
+        };
+        let svg = pruning_chart(
+            &format!("{}: certified rule by budget ε ({on})", a.task.task),
+            "the rule each ε certifies",
+            &curve,
+            &arms,
+        )?;
+        write_atomically(path, svg.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Recorded passes ([`PromptTrace`]s) kept in a file, so one set of dense passes serves every
+//! rule, policy, feature set and budget `calibrate` is asked about (the paper's Tables 4 and 6
+//! and the budget sweep on a real model cost one recording each, not one per row).
+//!
+//! A file is only used for the prompts it was recorded on: it keeps the model identity, the
+//! scoring, and each prompt's example id and a hash of its tokens (which changes with the shots,
+//! the demonstration draw and the prompt format); anything else is refused with what differs.
+//! It may hold more features than a rule reads: each rule gets its own, by name.
+
+use super::ab::{Case, Scoring};
+use super::replay::PromptTrace;
+use crate::engine::ModelIdentity;
+use crate::plugin::classifier::write_atomically;
+use crate::plugin::features::FeatureRow;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceFile {
+    format: u32,
+    identity: ModelIdentity,
+    /// The label tokens answers were scored among; `None`: the full vocabulary.
+    label_tokens: Option<Vec<u32>>,
+    features: Vec<String>,
+    prompts: Vec<StoredPrompt>,
+}
+
+/// One prompt's pass. JSON has no NaN, so a NaN feature (a cosine of a zero vector) is `null`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredPrompt {
+    id: String,
+    tokens_hash: String,
+    /// Per block: the features, in `features` order.
+    values: Vec<Vec<Option<f32>>>,
+    top1: Vec<u32>,
+    top_prob: Vec<Option<f32>>,
+    gap: Vec<Option<f32>>,
+    answers: Vec<u32>,
+}
+
+/// FNV-1a over the token ids: equal prompts hash equal, and any change of text moves it.
+fn tokens_hash(tokens: &[u32]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for t in tokens {
+        for b in t.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+fn label_tokens(scoring: &Scoring) -> Option<Vec<u32>> {
+    match scoring {
+        Scoring::Labels(ids) => Some(ids.clone()),
+        Scoring::FullVocab => None,
+    }
+}
+
+fn stored(x: f32) -> Option<f32> {
+    x.is_finite().then_some(x)
+}
+
+fn restored(x: Option<f32>) -> f32 {
+    x.unwrap_or(f32::NAN)
+}
+
+/// Write `traces` (recorded with `features` on `cases`) to `path`.
+pub fn save(
+    path: &Path,
+    identity: &ModelIdentity,
+    scoring: &Scoring,
+    features: &[String],
+    cases: &[Case],
+    traces: &[PromptTrace],
+) -> Result<()> {
+    let prompts = cases
+        .iter()
+        .zip(traces)
+        .map(|(case, t)| StoredPrompt {
+            id: case.example.id.clone(),
+            tokens_hash: tokens_hash(&case.tokens),
+            values: t
+                .rows
+                .iter()
+                .map(|r| r.values.iter().copied().map(stored).collect())
+                .collect(),
+            top1: t.rows.iter().map(|r| r.top1).collect(),
+            top_prob: t.rows.iter().map(|r| stored(r.top_prob)).collect(),
+            gap: t.rows.iter().map(|r| stored(r.gap)).collect(),
+            answers: t.answers.clone(),
+        })
+        .collect();
+    let file = TraceFile {
+        format: FORMAT,
+        identity: identity.clone(),
+        label_tokens: label_tokens(scoring),
+        features: features.to_vec(),
+        prompts,
+    };
+    write_atomically(path, &serde_json::to_vec(&file)?)
+}
+
+/// Read the traces of `cases` from `path`, each row holding the features `wanted` in that order.
+pub fn load(
+    path: &Path,
+    identity: &ModelIdentity,
+    scoring: &Scoring,
+    wanted: &[String],
+    cases: &[Case],
+) -> Result<Vec<PromptTrace>> {
+    let name = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read traces {name}"))?;
+    let file: TraceFile = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{name}: not a traces file written by `calibrate --traces`"))?;
+    if file.format != FORMAT {
+        bail!(
+            "{name}: traces format {} (this build reads {FORMAT}); record again",
+            file.format
+        );
+    }
+    if &file.identity != identity {
+        bail!(
+            "{name} was recorded on another model ({} layers, weights {}); this one has {} layers, \
+             weights {}: record again",
+            file.identity.num_layers,
+            file.identity.weights_fingerprint,
+            identity.num_layers,
+            identity.weights_fingerprint
+        );
+    }
+    if file.label_tokens != label_tokens(scoring) {
+        bail!(
+            "{name} scored answers among {:?}, this run among {:?} (None: the full vocabulary)",
+            file.label_tokens,
+            label_tokens(scoring)
+        );
+    }
+    let columns = wanted
+        .iter()
+        .map(|w| {
+            file.features.iter().position(|f| f == w).with_context(|| {
+                format!("{name} has no feature {w:?} (it holds {:?})", file.features)
+            })
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    if file.prompts.len() != cases.len() {
+        bail!(
+            "{name} holds {} prompts, this run has {}: record again (or match --limit)",
+            file.prompts.len(),
+            cases.len()
+        );
+    }
+    let layers = identity.num_layers;
+    cases
+        .iter()
+        .zip(file.prompts)
+        .enumerate()
+        .map(|(i, (case, p))| {
+            if p.id != case.example.id || p.tokens_hash != tokens_hash(&case.tokens) {
+                bail!(
+                    "{name}: prompt {} was {:?}, this run's is {:?} (or its text differs: shots, \
+                     seed or prompt format); record again",
+                    i + 1,
+                    p.id,
+                    case.example.id
+                );
+            }
+            let blocks = p.values.len();
+            let lengths = [p.top1.len(), p.top_prob.len(), p.gap.len(), p.answers.len()];
+            if blocks == 0 || blocks > layers || lengths.iter().any(|&l| l != blocks) {
+                bail!("{name}: prompt {:?} holds a malformed pass", p.id);
+            }
+            let rows = (0..blocks)
+                .map(|b| {
+                    let values = &p.values[b];
+                    if values.len() != file.features.len() {
+                        bail!(
+                            "{name}: prompt {:?} block {} has {} features",
+                            p.id,
+                            b + 1,
+                            values.len()
+                        );
+                    }
+                    Ok(FeatureRow {
+                        layer: b + 1,
+                        num_layers: layers,
+                        values: columns.iter().map(|&c| restored(values[c])).collect(),
+                        top1: p.top1[b],
+                        top_prob: restored(p.top_prob[b]),
+                        gap: restored(p.gap[b]),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(PromptTrace {
+                rows,
+                answers: p.answers,
+            })
+        })
+        .collect()
+}
