@@ -204,3 +204,79 @@ pub fn load(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::tasks::Example;
+
+    fn identity() -> ModelIdentity {
+        ModelIdentity {
+            architecture: "llama".into(),
+            num_layers: 2,
+            hidden_size: 8,
+            vocab_size: 10,
+            weights_fingerprint: "00".into(),
+        }
+    }
+
+    fn case(id: &str, tokens: &[u32]) -> Case {
+        Case {
+            example: Example {
+                id: id.into(),
+                text: String::new(),
+                label_word: String::new(),
+                group: None,
+                answers: vec![],
+            },
+            tokens: tokens.to_vec(),
+            gold: None,
+        }
+    }
+
+    fn row(layer: usize, values: Vec<f32>) -> FeatureRow {
+        FeatureRow {
+            layer,
+            num_layers: 2,
+            values,
+            top1: 3,
+            top_prob: 0.5,
+            gap: f32::NAN,
+        }
+    }
+
+    #[test]
+    fn passes_round_trip_with_nan_features_and_a_subset_by_name() {
+        let dir = std::env::temp_dir().join(format!("adainfer-traces-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.json");
+        let names: Vec<String> = ["gap", "cos_attn"].map(String::from).to_vec();
+        let cases = [case("a", &[1, 2, 3])];
+        let traces = [PromptTrace {
+            rows: vec![row(1, vec![0.25, f32::NAN]), row(2, vec![0.75, 0.5])],
+            answers: vec![4, 5],
+        }];
+        let scoring = Scoring::Labels(vec![4, 5]);
+        save(&path, &identity(), &scoring, &names, &cases, &traces).unwrap();
+        let back = load(&path, &identity(), &scoring, &["cos_attn".into()], &cases).unwrap();
+        assert_eq!(back[0].answers, vec![4, 5]);
+        assert!(back[0].rows[0].values[0].is_nan() && back[0].rows[0].gap.is_nan());
+        assert_eq!(back[0].rows[1].values, vec![0.5]);
+        assert_eq!((back[0].rows[1].layer, back[0].rows[1].top1), (2, 3));
+        // Another token sequence under the same id is another prompt.
+        let err = load(&path, &identity(), &scoring, &names, &[case("a", &[1, 2])]).unwrap_err();
+        assert!(format!("{err:#}").contains("record again"), "{err:#}");
+        let err = load(&path, &identity(), &Scoring::FullVocab, &names, &cases).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("scored answers among"),
+            "{err:#}"
+        );
+        // A pass longer than the model, or with ragged rows, is refused, not indexed.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let longer = text.replace("\"answers\":[4,5]", "\"answers\":[4,5,6]");
+        std::fs::write(&path, longer).unwrap();
+        let err = load(&path, &identity(), &scoring, &names, &cases).unwrap_err();
+        assert!(format!("{err:#}").contains("malformed pass"), "{err:#}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
