@@ -68,6 +68,20 @@ impl Measured {
     }
 }
 
+/// Dense on recorded passes: every block, its own answer.
+pub fn dense(traces: &[PromptTrace], gold: &[Option<u32>]) -> Measured {
+    let outcomes: Vec<Replayed> = traces
+        .iter()
+        .zip(gold)
+        .map(|(t, g)| Replayed {
+            layers: t.answers.len(),
+            agrees_with_dense: true,
+            correct: *g == Some(t.dense_answer()),
+        })
+        .collect();
+    Measured::of(&outcomes)
+}
+
 /// The oracle on recorded passes: each prompt exits at the first block from which its answer
 /// never changes again (it always agrees with dense, so its accuracy is dense's).
 pub fn oracle(traces: &[PromptTrace], gold: &[Option<u32>]) -> Measured {
@@ -119,10 +133,14 @@ mod tests {
             trace(&[5, 5, 5, 5]),
             trace(&[1, 1, 2, 1]),
         ];
-        let m = oracle(&traces, &[Some(3), Some(4), Some(1)]);
+        let gold = [Some(3), Some(4), Some(1)];
+        let m = oracle(&traces, &gold);
         assert!((m.avg_layers - (3.0 + 1.0 + 4.0) / 3.0).abs() < 1e-12);
         assert!((m.accuracy - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(m.agreement, 1.0);
+        // Dense answers the same, with every block.
+        let d = dense(&traces, &gold);
+        assert_eq!((d.accuracy, d.avg_layers), (m.accuracy, 4.0));
     }
 
     #[test]

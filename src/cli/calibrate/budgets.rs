@@ -4,9 +4,9 @@
 
 use super::super::eval::progress;
 use super::{Args, Candidate};
-use adainfer::eval::budget_sweep::{oracle, BudgetChoice, Measured};
+use adainfer::eval::budget_sweep::{dense, oracle, BudgetChoice, Measured};
 use adainfer::eval::plots::{pruning_chart, ChartPoint};
-use adainfer::eval::replay::{self, PromptTrace, Replayed};
+use adainfer::eval::replay::{self, PromptTrace};
 use adainfer::eval::{run, trace_file};
 use adainfer::plugin::classifier::write_atomically;
 use adainfer::plugin::PluginConfig;
@@ -72,17 +72,7 @@ pub(super) fn check_prompts(
     let prepared = run::prepare(engine, &spec)?;
     let traces = traces_for(engine, config, &prepared, a.check_traces.as_deref())?;
     let gold: Vec<Option<u32>> = prepared.cases.iter().map(|c| c.gold).collect();
-    let dense = Measured::of(
-        &traces
-            .iter()
-            .zip(&gold)
-            .map(|(t, g)| Replayed {
-                layers: t.answers.len(),
-                agrees_with_dense: true,
-                correct: *g == Some(t.dense_answer()),
-            })
-            .collect::<Vec<_>>(),
-    );
+    let dense = dense(&traces, &gold);
     let oracle = oracle(&traces, &gold);
     Ok(Check {
         prepared,
@@ -94,15 +84,30 @@ pub(super) fn check_prompts(
 
 /// The rule each budget certifies, what it costs on the calibration prompts and, with a check
 /// set, what it does on prompts calibration never saw; and the chart of that curve.
+/// What the calibration walk left to report: each budget's choice among `rules` (the candidates
+/// in test order), and dense on the calibration prompts (the answer where nothing is certified).
+pub(super) struct Walked<'a> {
+    pub choices: Vec<BudgetChoice>,
+    pub rules: Vec<&'a Candidate>,
+    pub dense: Measured,
+    pub layers: usize,
+    pub delta: f64,
+}
+
 pub(super) fn report_budgets(
     engine: &Engine,
-    choices: &[BudgetChoice],
-    rules: &[&Candidate],
+    walked: &Walked,
     check: Option<&Check>,
     a: &Args,
-    layers: usize,
-    delta: f64,
 ) -> Result<()> {
+    let Walked {
+        choices,
+        rules,
+        dense,
+        layers,
+        delta,
+    } = walked;
+    let (layers, delta) = (*layers, *delta);
     let pct = |x: f64| format!("{:.1}%", 100.0 * x);
     // 1 − 0.9 prints as 0.09999999999999998.
     let delta = format!("{delta:.6}");
@@ -165,11 +170,13 @@ pub(super) fn report_budgets(
                 accuracy: 100.0 * measured.accuracy,
             });
         } else {
-            let r_layers = rule.map_or(layers as f64, |r| r.avg_layers);
+            let (r_layers, accuracy) = rule.map_or((dense.avg_layers, dense.accuracy), |r| {
+                (r.avg_layers, r.accuracy)
+            });
             curve.push(ChartPoint {
                 label: format!("ε {}", pct(choice.epsilon)),
                 pruning: 100.0 * (1.0 - r_layers / layers as f64),
-                accuracy: 100.0 * rule.map_or(rules[0].accuracy, |r| r.accuracy),
+                accuracy: 100.0 * accuracy,
             });
         }
         println!("{line}");

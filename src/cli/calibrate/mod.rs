@@ -3,7 +3,7 @@ mod budgets;
 use super::eval::parse_list;
 use super::{PluginArgs, TaskArgs};
 use adainfer::eval::ab::Scoring;
-use adainfer::eval::budget_sweep::{cheapest_passed, walk_budgets};
+use adainfer::eval::budget_sweep::{self, cheapest_passed, walk_budgets};
 use adainfer::eval::guarantee::{fixed_sequence, min_prompts, selection_order, Trial};
 use adainfer::eval::per_layer;
 use adainfer::eval::replay::{self, Replayed};
@@ -15,7 +15,7 @@ use adainfer::plugin::config::CalibrationRecord;
 use adainfer::plugin::policy::Signal;
 use adainfer::plugin::{load_engine, PluginConfig};
 use anyhow::{bail, Context, Result};
-use budgets::{check_prompts, report_budgets, traces_for};
+use budgets::{check_prompts, report_budgets, traces_for, Walked};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -425,8 +425,15 @@ pub fn run(a: Args) -> Result<()> {
             Some(limit) => Some(check_prompts(&a, &engine, &config, limit)?),
             None => None,
         };
-        let rules: Vec<&Candidate> = sequence.iter().map(|&i| &candidates[i]).collect();
-        report_budgets(&engine, &choices, &rules, check.as_ref(), &a, layers, delta)?;
+        let gold: Vec<Option<u32>> = prepared.cases.iter().map(|c| c.gold).collect();
+        let walked = Walked {
+            choices,
+            rules: sequence.iter().map(|&i| &candidates[i]).collect(),
+            dense: budget_sweep::dense(&traces, &gold),
+            layers,
+            delta,
+        };
+        report_budgets(&engine, &walked, check.as_ref(), &a)?;
     }
     let Some(chosen) = chosen else {
         let first = &candidates[sequence[0]];
