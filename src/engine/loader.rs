@@ -262,8 +262,9 @@ impl ModelIdentity {
     }
 }
 
+/// FNV-1a: a cheap, stable hash for fingerprints (model files, recorded prompts).
 #[derive(Clone, Copy)]
-struct Fnv(u64);
+pub struct Fnv(pub u64);
 
 impl Default for Fnv {
     fn default() -> Self {
@@ -272,7 +273,7 @@ impl Default for Fnv {
 }
 
 impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
+    pub fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 ^= b as u64;
             self.0 = self.0.wrapping_mul(0x100000001b3);

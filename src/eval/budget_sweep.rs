@@ -3,7 +3,9 @@
 //! on prompts calibration never saw, beside dense and the oracle.
 
 use super::guarantee::{fixed_sequence, Trial};
+use super::metrics::pruning_ratio;
 use super::replay::{PromptTrace, Replayed};
+use crate::plugin::policy::oracle_exit_layer;
 
 /// Among the rules that passed the walk (indices `0..=last` of the sequence), the one that runs
 /// the fewest layers; the later one on a tie (every rule before the first failure is certified).
@@ -64,7 +66,7 @@ impl Measured {
     }
 
     pub fn pruning(&self, layers: usize) -> f64 {
-        1.0 - self.avg_layers / layers as f64
+        pruning_ratio(self.avg_layers, layers)
     }
 }
 
@@ -88,18 +90,10 @@ pub fn oracle(traces: &[PromptTrace], gold: &[Option<u32>]) -> Measured {
     let outcomes: Vec<Replayed> = traces
         .iter()
         .zip(gold)
-        .map(|(t, g)| {
-            let dense = t.dense_answer();
-            let settled = t
-                .answers
-                .iter()
-                .rposition(|&a| a != dense)
-                .map_or(1, |i| i + 2);
-            Replayed {
-                layers: settled,
-                agrees_with_dense: true,
-                correct: *g == Some(dense),
-            }
+        .map(|(t, g)| Replayed {
+            layers: oracle_exit_layer(&t.answers),
+            agrees_with_dense: true,
+            correct: *g == Some(t.dense_answer()),
         })
         .collect();
     Measured::of(&outcomes)

@@ -9,6 +9,7 @@
 
 use super::ab::{Case, Scoring};
 use super::replay::PromptTrace;
+use crate::engine::loader::Fnv;
 use crate::engine::ModelIdentity;
 use crate::plugin::classifier::write_atomically;
 use crate::plugin::features::FeatureRow;
@@ -45,14 +46,11 @@ struct StoredPrompt {
 
 /// FNV-1a over the token ids: equal prompts hash equal, and any change of text moves it.
 fn tokens_hash(tokens: &[u32]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
+    let mut h = Fnv::default();
     for t in tokens {
-        for b in t.to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
+        h.write(&t.to_le_bytes());
     }
-    format!("{h:016x}")
+    format!("{:016x}", h.0)
 }
 
 fn label_tokens(scoring: &Scoring) -> Option<Vec<u32>> {

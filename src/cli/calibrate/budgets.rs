@@ -82,8 +82,6 @@ pub(super) fn check_prompts(
     })
 }
 
-/// The rule each budget certifies, what it costs on the calibration prompts and, with a check
-/// set, what it does on prompts calibration never saw; and the chart of that curve.
 /// What the calibration walk left to report: each budget's choice among `rules` (the candidates
 /// in test order), and dense on the calibration prompts (the answer where nothing is certified).
 pub(super) struct Walked<'a> {
@@ -94,6 +92,9 @@ pub(super) struct Walked<'a> {
     pub delta: f64,
 }
 
+/// The rule each budget certifies, what it costs on the calibration prompts and, with a check
+/// set, what it does on prompts calibration never saw; and the chart of that curve (on the check
+/// prompts where there are some, else on the calibration prompts).
 pub(super) fn report_budgets(
     engine: &Engine,
     walked: &Walked,
@@ -134,7 +135,7 @@ pub(super) fn report_budgets(
                 format!("{}, {}", r.shown.0, r.shown.1),
                 format!("{}/{}", r.test.disagreements, r.test.prompts),
                 format!("{:.3}", choice.p_value.unwrap_or(1.0)),
-                pct(1.0 - r.avg_layers / layers as f64),
+                pct(r.measured.pruning(layers)),
             ),
             None => (
                 "none certified: dense".into(),
@@ -147,38 +148,32 @@ pub(super) fn report_budgets(
             "| {} | {shown} | {tested} | {p} | {pruning} |",
             pct(choice.epsilon)
         );
-        if let Some(c) = check {
-            let measured = match rule {
-                Some(r) => Measured::of(&replay::replay(
-                    engine,
-                    &r.rule,
-                    &c.traces,
-                    &c.prepared.cases,
-                )?),
-                None => c.dense,
-            };
+        // The curve's point: the rule on the check prompts, else on the calibration prompts.
+        let point = match (check, rule) {
+            (Some(c), Some(r)) => Measured::of(&replay::replay(
+                engine,
+                &r.rule,
+                &c.traces,
+                &c.prepared.cases,
+            )?),
+            (Some(c), None) => c.dense,
+            (None, Some(r)) => r.measured,
+            (None, None) => *dense,
+        };
+        if check.is_some() {
             line += &format!(
                 " {} | {} | {:.2} | {} |",
-                pct(measured.accuracy),
-                pct(measured.agreement),
-                measured.avg_layers,
-                pct(measured.pruning(layers))
+                pct(point.accuracy),
+                pct(point.agreement),
+                point.avg_layers,
+                pct(point.pruning(layers))
             );
-            curve.push(ChartPoint {
-                label: format!("ε {}", pct(choice.epsilon)),
-                pruning: 100.0 * measured.pruning(layers),
-                accuracy: 100.0 * measured.accuracy,
-            });
-        } else {
-            let (r_layers, accuracy) = rule.map_or((dense.avg_layers, dense.accuracy), |r| {
-                (r.avg_layers, r.accuracy)
-            });
-            curve.push(ChartPoint {
-                label: format!("ε {}", pct(choice.epsilon)),
-                pruning: 100.0 * (1.0 - r_layers / layers as f64),
-                accuracy: 100.0 * accuracy,
-            });
         }
+        curve.push(ChartPoint {
+            label: format!("ε {}", pct(choice.epsilon)),
+            pruning: 100.0 * point.pruning(layers),
+            accuracy: 100.0 * point.accuracy,
+        });
         println!("{line}");
     }
     let mut arms = Vec::new();

@@ -3,7 +3,7 @@ mod budgets;
 use super::eval::parse_list;
 use super::{PluginArgs, TaskArgs};
 use adainfer::eval::ab::Scoring;
-use adainfer::eval::budget_sweep::{self, cheapest_passed, walk_budgets};
+use adainfer::eval::budget_sweep::{self, cheapest_passed, walk_budgets, Measured};
 use adainfer::eval::guarantee::{fixed_sequence, min_prompts, selection_order, Trial};
 use adainfer::eval::per_layer;
 use adainfer::eval::replay::{self, Replayed};
@@ -182,8 +182,8 @@ struct Candidate {
     test: Trial,
     /// (risk, mean layers) on the selection prompts.
     selected: (f64, f64),
-    avg_layers: f64,
-    accuracy: f64,
+    /// On all the calibration prompts (what it costs).
+    measured: Measured,
 }
 
 impl Candidate {
@@ -195,9 +195,7 @@ impl Candidate {
         select: &[usize],
         test: &[usize],
     ) -> Self {
-        let all: Vec<usize> = (0..outcomes.len()).collect();
         let (on_select, layers_on_select) = measure(outcomes, select);
-        let correct = outcomes.iter().filter(|o| o.correct).count();
         Self {
             per_layer,
             rule,
@@ -207,8 +205,7 @@ impl Candidate {
                 on_select.disagreements as f64 / on_select.prompts.max(1) as f64,
                 layers_on_select,
             ),
-            avg_layers: measure(outcomes, &all).1,
-            accuracy: correct as f64 / outcomes.len().max(1) as f64,
+            measured: Measured::of(outcomes),
         }
     }
 }
@@ -351,7 +348,7 @@ pub fn run(a: Args) -> Result<()> {
     let trials: Vec<Trial> = sequence.iter().map(|&i| candidates[i].test).collect();
     let certified = fixed_sequence(&trials, epsilon, delta);
     // Every rule before the first failure is certified: keep the one that runs the fewest layers.
-    let layers_at = |k: usize| candidates[sequence[k]].avg_layers;
+    let layers_at = |k: usize| candidates[sequence[k]].measured.avg_layers;
     let chosen = certified
         .chosen
         .map(|last| cheapest_passed(last, layers_at));
@@ -399,9 +396,9 @@ pub fn run(a: Args) -> Result<()> {
             "| {} | {} | {:.1}% | {:.2} | {:.1}% | {}/{} | {pv:.3} | {verdict} |",
             c.shown.0,
             c.shown.1,
-            100.0 * c.accuracy,
-            c.avg_layers,
-            100.0 * (1.0 - c.avg_layers / layers as f64),
+            100.0 * c.measured.accuracy,
+            c.measured.avg_layers,
+            100.0 * c.measured.pruning(layers),
             c.test.disagreements,
             c.test.prompts,
         );
@@ -449,7 +446,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     };
     let best = &candidates[sequence[chosen]];
-    let (best_trial, best_layers) = (best.test, best.avg_layers);
+    let (best_trial, best_layers) = (best.test, best.measured.avg_layers);
     let mut tuned = best.rule.clone();
     if let Some(model) = &a.model {
         tuned.model.path = model.clone();
@@ -504,7 +501,7 @@ pub fn run(a: Args) -> Result<()> {
         best_trial.disagreements,
         best_trial.prompts,
         certified.p_values[chosen],
-        100.0 * (1.0 - best_layers / layers as f64),
+        100.0 * best.measured.pruning(layers),
         out.display()
     );
     Ok(())
