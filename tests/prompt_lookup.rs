@@ -58,12 +58,15 @@ fn bench_decode_reports_each_workload_and_the_verification_cost() {
         "--modes",
         "dense,self_speculative/auto/k=6",
         "--verify-cost-rows",
-        "3",
+        "2",
+        // Needs passes of up to 3 rows: more than --verify-cost-rows asks for.
+        "--lookup-ceiling",
+        "2",
         "--format",
         "json",
     ]);
     let costs = v["verify_costs"].as_array().unwrap();
-    assert_eq!(costs.len(), 3);
+    assert_eq!(costs.len(), 3, "--lookup-ceiling 2 times passes of up to 3 rows");
     assert_eq!(costs[0]["vs_one_row"], 1.0);
     for workload in ["rewrite", "chat"] {
         let reports = v[workload]
@@ -80,4 +83,16 @@ fn bench_decode_reports_each_workload_and_the_verification_cost() {
         rewrite["tokens_per_round"].as_f64().unwrap() > 1.0,
         "{rewrite}"
     );
+    // The ceiling from dense's answers: more drafts settle at least as many tokens a pass, and
+    // verifying only the drafts that will be kept is never slower than verifying whole drafts.
+    for workload in ["rewrite", "chat"] {
+        let c = v[format!("{workload}_lookup_ceiling")].as_array().unwrap();
+        assert_eq!(c.len(), 2, "{workload}: {v}");
+        let f = |i: usize, key: &str| c[i][key].as_f64().unwrap();
+        assert!(f(1, "fixed_tokens_per_pass") >= f(0, "fixed_tokens_per_pass"));
+        for i in 0..2 {
+            assert!(f(i, "oracle_speedup_bound") >= f(i, "fixed_speedup_bound") - 1e-12);
+        }
+    }
+    assert!(v["rewrite_lookup_ceiling"][1]["fixed_tokens_per_pass"].as_f64().unwrap() > 1.0);
 }

@@ -7,6 +7,7 @@ use adainfer::engine::{GenerationParams, SamplingParams};
 use adainfer::eval::bench_decode::{
     bench_decode, markdown_table, parse_modes, verify_cost_table, verify_costs,
 };
+use adainfer::eval::lookup_ceiling::{ceiling_table, lookup_ceilings};
 use adainfer::eval::tasks::{self, Split, Task};
 use adainfer::eval::workloads::Workload;
 use anyhow::{bail, Context, Result};
@@ -55,6 +56,11 @@ pub struct Args {
     /// verifying N − 1 drafts) and print it against one row.
     #[arg(long, default_value_t = 0)]
     verify_cost_rows: usize,
+    /// Also bound what prompt-lookup speculation with 1..=K drafts per round could reach on each
+    /// workload: dense's answers replayed round by round, priced with the measured pass costs
+    /// (times passes of up to K + 1 rows).
+    #[arg(long, default_value_t = 0)]
+    lookup_ceiling: usize,
     /// markdown or json.
     #[arg(long, default_value = "markdown")]
     format: String,
@@ -159,8 +165,13 @@ pub fn run(a: Args) -> Result<()> {
         None => engine.source.path().display().to_string(),
     };
     let mut json = serde_json::Map::new();
-    if a.verify_cost_rows > 0 {
-        let costs = verify_costs(&engine.model, &sets[0].2[0], a.verify_cost_rows, 7)?;
+    let cost_rows = match a.lookup_ceiling {
+        0 => a.verify_cost_rows,
+        k => a.verify_cost_rows.max(k + 1),
+    };
+    let mut costs = Vec::new();
+    if cost_rows > 0 {
+        costs = verify_costs(&engine.model, &sets[0].2[0], cost_rows, 7)?;
         if a.format == "json" {
             json.insert("verify_costs".into(), serde_json::to_value(&costs)?);
         } else {
@@ -173,9 +184,20 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     for (set, what, prompts) in &sets {
-        let reports = bench_decode(&engine.model, prompts, &params, &modes, policy.hook())?;
+        let bench = bench_decode(&engine.model, prompts, &params, &modes, policy.hook())?;
+        let reports = bench.reports;
+        let ceilings = match a.lookup_ceiling {
+            0 => None,
+            k => {
+                let ngram = base.draft.ngram;
+                Some(lookup_ceilings(prompts, &bench.dense_answers, ngram, k, &costs)?)
+            }
+        };
         if a.format == "json" {
             json.insert(set.clone(), serde_json::to_value(&reports)?);
+            if let Some(c) = &ceilings {
+                json.insert(format!("{set}_lookup_ceiling"), serde_json::to_value(c)?);
+            }
             continue;
         }
         println!(
@@ -186,6 +208,14 @@ pub fn run(a: Args) -> Result<()> {
             a.max_tokens,
         );
         println!("{}", markdown_table(&reports));
+        if let Some(c) = &ceilings {
+            println!(
+                "Prompt lookup's ceiling on these answers (dense's text replayed, n-grams up to {}; \
+                 passes priced with the costs above):\n\n{}",
+                base.draft.ngram,
+                ceiling_table(c)
+            );
+        }
     }
     if a.format == "json" {
         println!("{}", serde_json::to_string_pretty(&json)?);

@@ -148,6 +148,12 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
+/// Every mode's report, and dense's answers (the reference the others are compared with).
+pub struct DecodeBench {
+    pub reports: Vec<ModeReport>,
+    pub dense_answers: Vec<Vec<u32>>,
+}
+
 /// Generate every prompt in every mode (dense first, as the reference) and report each mode.
 /// `hook` is the exit policy of early-exit modes and the draft policy of speculation.
 pub fn bench_decode(
@@ -156,7 +162,7 @@ pub fn bench_decode(
     params: &GenerationParams,
     modes: &[ModeSpec],
     mut hook: Option<&mut dyn LayerHook>,
-) -> Result<Vec<ModeReport>> {
+) -> Result<DecodeBench> {
     if prompts.is_empty() {
         bail!("bench-decode needs at least one prompt");
     }
@@ -165,6 +171,7 @@ pub fn bench_decode(
     // Warm-up: first-touch allocations and page faults are nobody's cost.
     generate_mode(model, &prompts[0], params, &all[0], None, |_, _| Ok(()))?;
     let mut totals: Vec<Totals> = all.iter().map(|_| Totals::default()).collect();
+    let mut dense_answers = Vec::with_capacity(prompts.len());
     for prompt in prompts {
         let mut dense = Vec::new();
         for (spec, total) in all.iter().zip(&mut totals) {
@@ -176,9 +183,10 @@ pub fn bench_decode(
             }
             total.add(&g, &dense);
         }
+        dense_answers.push(dense);
     }
     let dense_speed = ratio(totals[0].decode_tokens as f64, totals[0].decode_seconds);
-    Ok(all
+    let reports = all
         .iter()
         .zip(&totals)
         .map(|(spec, t)| {
@@ -202,7 +210,11 @@ pub fn bench_decode(
                 probe_share: ratio(t.hook_seconds, t.decode_seconds),
             }
         })
-        .collect())
+        .collect();
+    Ok(DecodeBench {
+        reports,
+        dense_answers,
+    })
 }
 
 /// What one full-model pass over `rows` positions costs after a prompt, against one row.
@@ -342,7 +354,10 @@ mod tests {
         let prompts = vec![vec![3, 4, 5], vec![100, 7]];
         let modes = parse_modes("all", KvFill::Recompute, DraftSettings::fixed(3)).unwrap();
         let mut hook = FixedExit::new(2, 4).unwrap();
-        let reports = bench_decode(&model, &prompts, &params, &modes, Some(&mut hook)).unwrap();
+        let bench = bench_decode(&model, &prompts, &params, &modes, Some(&mut hook)).unwrap();
+        assert_eq!(bench.dense_answers.len(), 2);
+        assert_eq!(bench.dense_answers[0].len(), 10);
+        let reports = bench.reports;
         let by = |name: &str| reports.iter().find(|r| r.mode == name).unwrap();
         assert_eq!(by("dense").agreement_with_dense, 1.0);
         let spec = by("self_speculative/k=3");

@@ -11,7 +11,9 @@
 //!   budget certifies, checked on unseen prompts; [`replay`]: rules judged on recorded passes,
 //!   kept in files by [`trace_file`]; [`plots`]: SVG figures;
 //! - [`bench`]: dense prefill / decode throughput, ours beside stock mistral.rs; [`peers`]:
-//!   llama.cpp's llama-bench on the same GGUF file, and peak memory.
+//!   llama.cpp's llama-bench on the same GGUF file, and peak memory;
+//! - [`bench_decode`]: decode speed of each generation mode against dense; [`lookup_ceiling`]:
+//!   the most prompt-lookup speculation could gain on a workload, from dense's own answers.
 
 pub mod ab;
 pub mod arms;
@@ -21,6 +23,7 @@ pub mod budget_sweep;
 pub mod competence;
 pub mod datasets;
 pub mod guarantee;
+pub mod lookup_ceiling;
 pub mod metrics;
 pub mod peers;
 pub mod per_layer;
