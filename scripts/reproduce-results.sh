@@ -110,7 +110,7 @@ run eval-sst2-calibrated-min-layer eval --config "${TMPDIR:-/tmp}/sst2-calibrate
 # price of verifying N - 1 drafts in one pass; both threads, as users run it.
 run decode-smollm2-speculative bench-decode \
   --config plugin-configs/smollm2-135m-instruct-speculative.toml --workloads all --prompts 8 \
-  --max-tokens 96 --draft-layer 24 --verify-cost-rows 10 \
+  --max-tokens 96 --draft-layer 24 --verify-cost-rows 10 --lookup-ceiling 6 \
   --modes dense,self_speculative/prompt_lookup/k=3,self_speculative/prompt_lookup/k=6,self_speculative/auto/k=6,self_speculative/layers/k=3
 
 # Generation modes (#5), one thread so the per-token work is what is compared.
