@@ -290,3 +290,72 @@ fn collect_takes_evals_prompt_settings() {
     assert!(!ok && err.contains("classification task"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A classifier trained over one task's label tokens is refused on another task's, naming the
+/// tokens and the switch; with `any_task` (the paper's inter-task Table 5) it runs there.
+#[test]
+fn a_classifier_runs_on_another_task_only_when_asked() {
+    let dir = std::env::temp_dir().join(format!("adainfer-any-task-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (data, model) = (dir.join("rows.jsonl"), dir.join("logistic.json"));
+    let (ok, _, err) = adainfer(&[
+        "collect",
+        "--config",
+        CONFIG,
+        "--task",
+        "sst2",
+        "--label-scoring",
+        "--split",
+        "train",
+        "--limit",
+        "8",
+        "--label",
+        "gold",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = adainfer(&[
+        "train",
+        "--config",
+        CONFIG,
+        "--data",
+        data.to_str().unwrap(),
+        "--classifier",
+        "logistic",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let classifier = format!("policy.classifier={}", model.display());
+    let eval_agnews = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--config",
+            CONFIG,
+            "--set",
+            "policy.kind=logistic",
+            "--set",
+            &classifier,
+            "--task",
+            "agnews",
+            "--label-scoring",
+            "--limit",
+            "3",
+            "--arms",
+            "dense,adaptive",
+        ];
+        args.extend_from_slice(extra);
+        adainfer(&args)
+    };
+    let (ok, _, err) = eval_agnews(&[]);
+    assert!(!ok, "an SST-2 classifier ran on AG News labels unasked");
+    assert!(
+        err.contains("made for label_tokens") && err.contains("any_task = true"),
+        "{err}"
+    );
+    let (ok, out, err) = eval_agnews(&["--set", "policy.logistic.any_task=true"]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(ok, "{err}");
+    assert!(out.contains("adaptive"), "{out}");
+}

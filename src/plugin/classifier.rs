@@ -203,9 +203,11 @@ impl Classifier {
         }
         if self.label_tokens.as_deref() != label_tokens {
             bail!(
-                "made for label_tokens = {:?}, but the config has label_tokens = {:?}",
+                "made for label_tokens = {:?}, but the config has label_tokens = {:?} (to test \
+                 it on another task on purpose, set any_task = true in its [policy.{}] table)",
                 self.label_tokens,
-                label_tokens
+                label_tokens,
+                self.kind()
             );
         }
         Ok(())

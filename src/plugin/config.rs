@@ -222,6 +222,10 @@ pub struct ClassifierParams {
     /// svm: decision value, default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
+    /// Run the classifier over another task's label tokens than it was trained on: the paper's
+    /// inter-task generalization (its Table 5). The model and the feature list must still match.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub any_task: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
