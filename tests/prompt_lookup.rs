@@ -66,7 +66,11 @@ fn bench_decode_reports_each_workload_and_the_verification_cost() {
         "json",
     ]);
     let costs = v["verify_costs"].as_array().unwrap();
-    assert_eq!(costs.len(), 3, "--lookup-ceiling 2 times passes of up to 3 rows");
+    assert_eq!(
+        costs.len(),
+        3,
+        "--lookup-ceiling 2 times passes of up to 3 rows"
+    );
     assert_eq!(costs[0]["vs_one_row"], 1.0);
     for workload in ["rewrite", "chat"] {
         let reports = v[workload]
@@ -94,5 +98,10 @@ fn bench_decode_reports_each_workload_and_the_verification_cost() {
             assert!(f(i, "oracle_speedup_bound") >= f(i, "fixed_speedup_bound") - 1e-12);
         }
     }
-    assert!(v["rewrite_lookup_ceiling"][1]["fixed_tokens_per_pass"].as_f64().unwrap() > 1.0);
+    assert!(
+        v["rewrite_lookup_ceiling"][1]["fixed_tokens_per_pass"]
+            .as_f64()
+            .unwrap()
+            > 1.0
+    );
 }

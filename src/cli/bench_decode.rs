@@ -190,7 +190,13 @@ pub fn run(a: Args) -> Result<()> {
             0 => None,
             k => {
                 let ngram = base.draft.ngram;
-                Some(lookup_ceilings(prompts, &bench.dense_answers, ngram, k, &costs)?)
+                Some(lookup_ceilings(
+                    prompts,
+                    &bench.dense_answers,
+                    ngram,
+                    k,
+                    &costs,
+                )?)
             }
         };
         if a.format == "json" {

@@ -173,8 +173,14 @@ mod tests {
                 }
             ]
         );
-        let c = lookup_ceilings(&[vec![1, 2, 3, 4, 5]], &[vec![1, 2, 3, 4, 9]], 3, 3, &costs(0.5, 4))
-            .unwrap();
+        let c = lookup_ceilings(
+            &[vec![1, 2, 3, 4, 5]],
+            &[vec![1, 2, 3, 4, 9]],
+            3,
+            3,
+            &costs(0.5, 4),
+        )
+        .unwrap();
         // k = 3: a pass of 4 rows settles 2, 3, 4, 9, a plain one the end: 5 tokens, 3.5 steps.
         assert_eq!(c[2].fixed_tokens_per_pass, 2.5);
         assert!((c[2].fixed_speedup_bound - 5.0 / 3.5).abs() < 1e-12);
@@ -208,10 +214,14 @@ mod tests {
     #[test]
     fn a_cheaper_measurement_of_more_rows_is_priced_as_the_dearer_one() {
         let mut c = costs(0.5, 3);
-        c[2].vs_one_row = 1.2; // 3 rows measured below 2 rows' 1.5: noise
+        // 3 rows measured below 2 rows' 1.5: noise.
+        c[2].vs_one_row = 1.2;
         // One pass of 3 rows keeps both drafts (2, 3) and gives the end: 3 tokens at 1.5 steps.
         let ceiling = lookup_ceilings(&[vec![1, 2, 3]], &[vec![1, 2, 3]], 1, 2, &c).unwrap();
-        assert!((ceiling[1].oracle_speedup_bound - 3.0 / 1.5).abs() < 1e-12, "{ceiling:?}");
+        assert!(
+            (ceiling[1].oracle_speedup_bound - 3.0 / 1.5).abs() < 1e-12,
+            "{ceiling:?}"
+        );
     }
 
     #[test]
