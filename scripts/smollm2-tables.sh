@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# AdaInfer on SmolLM2-135M-Instruct (#13): the paper's Table 4 (exit policies) and Table 6
-# (feature sets) and the budget sweep, on SST-2 5-shot (demo seed 2, label-restricted, where the
-# model is competent) and AG News 0-shot. Every rule is certified by `calibrate` (ε = 1%, δ = 0.1)
+# AdaInfer on SmolLM2-135M-Instruct (#13): the paper's Table 4 (exit policies), Table 6
+# (feature sets), Table 5 (inter-task) and the budget sweep, on SST-2 5-shot (demo seed 2,
+# label-restricted, where the model is competent) and AG News 0-shot; the gap rule and the SVM
+# at SST-2 10-shot. Every rule is certified by `calibrate` (ε = 1%, δ = 0.1)
 # on train prompts the classifiers never saw, then replayed on the first 300 dev prompts.
 # One recording of dense passes per prompt set (kept in $ADAINFER_TRACES, default
 # /var/tmp/adainfer-traces, with the training rows and the classifiers, which are rebuilt the same
-# from the rows) serves every row, so the whole script costs about four recordings.
-# Usage: bash scripts/smollm2-tables.sh   (after `cargo build --release`; ~40 min on 2 cores cold)
+# from the rows) serves every row, so the whole script costs about seven recordings.
+# Usage: bash scripts/smollm2-tables.sh   (after `cargo build --release`; ~1 h on 2 cores cold,
+# ~8 min with the recordings kept)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${ADAINFER_BIN:-target/release/adainfer}
@@ -84,6 +86,43 @@ echo "== calibrate $name" > "$out/$name.txt"
   --traces "$T/cal-sst2-10s0.json" --check-limit 300 --check-traces "$T/check-sst2-10s0.json" \
   --sweep-budgets 0.02,0.05,0.1 --plot "$out/$name-budget-sweep.svg" --out "$T/$name.toml" \
   2>&1 | tee -a "$out/$name.txt"
+# The SVM on every feature at 10 shots, trained on the first 500 train prompts' rows; it and the
+# gap rule are certified on the next 480 (the classifier's prompts left out of both).
+rows=$T/rows-sst2-10s0.jsonl
+[ -f "$rows" ] || "$bin" collect --config $BASE --model "$G" --task sst2 --shots 10 --seed 0 \
+  --label-scoring --split train --limit 500 --out "$rows"
+"$bin" train --config $BASE --data "$rows" --classifier svm --out "$T/sst2-10s0-svm-all.json" \
+  > "$out/sst2-10shot-train-svm-all.txt"
+calibrate10() { # name, kind, thresholds, then more arguments
+  local name=$1 kind=$2 thresholds=$3; shift 3
+  run "sst2-10shot-$name" calibrate --config $BASE --model "$G" --task sst2 --shots 10 --seed 0 \
+    --label-scoring --set "features.names=$(names $ALL_FEATURES)" --set "policy.kind=$kind" \
+    --budget 0.01 --confidence 0.9 --limit 480 --thresholds "$thresholds" --min-layers 1,20,25,28 \
+    --traces "$T/cal-sst2-10s0-heldout.json" --check-limit 300 \
+    --check-traces "$T/check-sst2-10s0.json" --out "$T/sst2-10shot-$name.toml" "$@"
+}
+calibrate10 svm-all svm 0.5,1.0,1.25,1.5,1.75,2.0,2.5,3.0 \
+  --set "policy.svm.classifier=$T/sst2-10s0-svm-all.json" --sweep-budgets 0.02,0.05,0.1
+calibrate10 gap-heldout gap_threshold 0.3,0.5,0.7,0.8,0.9,0.95,0.99,0.999 \
+  --leave-out "$T/sst2-10s0-svm-all.json"
+# Table 5 (inter-task): each task's SVM on every feature, run over the other task's prompts and
+# label tokens (`any_task`), certified and checked as above; the intra-task rows are Table 4's
+# svm-all. The target task's own classifier's prompts are left out, so its recorded passes serve.
+for pair in sst2:agnews agnews:sst2; do
+  from=${pair%%:*} task=${pair#*:}
+  case $task in
+    sst2) prompts="--shots 5 --seed 2 --label-scoring" ;;
+    agnews) prompts="--label-scoring" ;;
+  esac
+  # shellcheck disable=SC2086
+  run "$task-svm-from-$from" calibrate --config $BASE --model "$G" --task $task $prompts \
+    --set "features.names=$(names $ALL_FEATURES)" --set policy.kind=svm \
+    --set "policy.svm.classifier=$T/$from-svm-all.json" --set policy.svm.any_task=true \
+    --budget 0.01 --confidence 0.9 --limit 480 --thresholds 0.5,1.0,1.25,1.5,1.75,2.0,2.5,3.0 \
+    --min-layers 1,20,25,28 --traces "$T/cal-$task.json" --check-limit 300 \
+    --check-traces "$T/check-$task.json" --leave-out "$T/$task-svm-all.json" \
+    --out "$T/$task-svm-from-$from.toml"
+done
 # The summary the README quotes: each rule's line at ε = 1% on the check prompts.
 for f in "$out"/*-*.txt; do
   case $f in *train-*) continue ;; esac
