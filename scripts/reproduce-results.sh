@@ -69,6 +69,9 @@ run eval-smollm2-sst2-certified eval --config plugin-configs/smollm2-135m-instru
   --task sst2 --limit 300 --arms dense,adaptive,oracle
 run eval-smollm2-sst2-gap08 eval --config plugin-configs/smollm2-135m-instruct-gap_threshold.toml \
   --model "$G" --task sst2 --shots 5 --seed 2 --label-scoring --limit 300 --arms dense,adaptive
+# SQuAD on the real model (#13): generated answers, EM / F1, the per-token oracle, GAP 0.8.
+run eval-smollm2-squad-1shot eval --config plugin-configs/smollm2-135m-instruct-gap_threshold.toml \
+  --model "$G" --task squad --limit 50 --shots 1 --prompt-format qa --arms dense,adaptive,oracle
 # The paper's Tables 4 and 6 and the budget sweep, every rule certified (#13).
 ADAINFER_BIN="$bin" bash scripts/smollm2-tables.sh
 S=plugin-configs/smollm2-135m-instruct-sst2.toml
