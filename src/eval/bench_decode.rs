@@ -140,7 +140,8 @@ impl Totals {
     }
 }
 
-fn ratio(a: f64, b: f64) -> f64 {
+/// `a / b`, 0 when `b` is 0 (an empty run).
+pub(crate) fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         a / b
     } else {

@@ -12,7 +12,7 @@
 //! The bound leaves out what a real run also pays (drafting, sampling, the cost of a pass growing
 //! with the context), so a measured speedup sits at or below it.
 
-use super::bench_decode::VerifyCost;
+use super::bench_decode::{ratio, VerifyCost};
 use crate::engine::ngram_draft::propose;
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -51,12 +51,15 @@ pub fn lookup_ceilings(
         );
     }
     // A pass of more rows is never cheaper: a measured dip is noise, priced at the dearer one.
-    let cost = |rows: usize| {
-        costs[..rows]
-            .iter()
-            .map(|c| c.vs_one_row)
-            .fold(0.0, f64::max)
-    };
+    // `priced[r - 1]` is a pass of r rows.
+    let priced: Vec<f64> = costs
+        .iter()
+        .scan(0.0, |dearest: &mut f64, c| {
+            *dearest = dearest.max(c.vs_one_row);
+            Some(*dearest)
+        })
+        .collect();
+    let cost = |rows: usize| priced[rows - 1];
     Ok((1..=max_drafts)
         .map(|k| {
             let (mut tokens, mut passes) = (0usize, 0usize);
@@ -69,13 +72,12 @@ pub fn lookup_ceilings(
                     oracle_cost += cost(round.kept + 1);
                 }
             }
-            let per = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
             // Settling `tokens` tokens densely costs `tokens` one-row steps.
             LookupCeiling {
                 max_drafts: k,
-                tokens_per_pass: per(tokens as f64, passes as f64),
-                fixed_speedup_bound: per(tokens as f64, fixed_cost),
-                oracle_speedup_bound: per(tokens as f64, oracle_cost),
+                tokens_per_pass: ratio(tokens as f64, passes as f64),
+                fixed_speedup_bound: ratio(tokens as f64, fixed_cost),
+                oracle_speedup_bound: ratio(tokens as f64, oracle_cost),
             }
         })
         .collect())

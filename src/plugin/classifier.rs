@@ -187,11 +187,13 @@ impl Classifier {
     }
 
     /// Refuse to run for another model, feature list or probe subset; names the field.
+    /// `any_task`: other label tokens are accepted on purpose (inter-task tests).
     pub fn check_compatible(
         &self,
         identity: &ModelIdentity,
         features: &[String],
         label_tokens: Option<&[u32]>,
+        any_task: bool,
     ) -> Result<()> {
         self.identity.check_matches(identity)?;
         if self.features != features {
@@ -201,7 +203,7 @@ impl Classifier {
                 features
             );
         }
-        if self.label_tokens.as_deref() != label_tokens {
+        if !any_task && self.label_tokens.as_deref() != label_tokens {
             bail!(
                 "made for label_tokens = {:?}, but the config has label_tokens = {:?} (to test \
                  it on another task on purpose, set any_task = true in its [policy.{}] table)",
@@ -370,23 +372,32 @@ mod tests {
             fit_logistic(&scaled, &y, &LogisticTrainParams::default()).unwrap(),
         );
         let features = c.features.clone();
-        c.check_compatible(&identity(), &features, None).unwrap();
+        c.check_compatible(&identity(), &features, None, false)
+            .unwrap();
         let mut other = identity();
         other.num_layers = 24;
         let msg = c
-            .check_compatible(&other, &features, None)
+            .check_compatible(&other, &features, None, false)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("num_layers"), "{msg}");
         let msg = c
-            .check_compatible(&identity(), &["gap".into()], None)
+            .check_compatible(&identity(), &["gap".into()], None, false)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("features"), "{msg}");
         let msg = c
-            .check_compatible(&identity(), &features, Some(&[275, 289]))
+            .check_compatible(&identity(), &features, Some(&[275, 289]), false)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("label_tokens"), "{msg}");
+        // any_task lets other label tokens through, never another model.
+        c.check_compatible(&identity(), &features, Some(&[275, 289]), true)
+            .unwrap();
+        let msg = c
+            .check_compatible(&other, &features, Some(&[275, 289]), true)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("num_layers"), "{msg}");
     }
 }

@@ -35,13 +35,8 @@ impl ClassifierPolicy {
                 classifier.kind()
             );
         }
-        // `any_task`: the label tokens may be another task's, deliberately (inter-task tests).
-        let label_tokens = match params.any_task {
-            true => classifier.label_tokens.clone(),
-            false => label_tokens.map(<[u32]>::to_vec),
-        };
         classifier
-            .check_compatible(&engine.identity, features, label_tokens.as_deref())
+            .check_compatible(&engine.identity, features, label_tokens, params.any_task)
             .with_context(|| format!("classifier {} does not fit", path.display()))?;
         Ok(Self::new(classifier, params.threshold))
     }
