@@ -31,97 +31,86 @@ run() { # name, then the adainfer arguments; the output goes to $out/name.txt
   "$bin" "$@" 2>&1 | tee -a "$out/$name.txt" || echo "(exit status $?)" | tee -a "$out/$name.txt"
 }
 
-for task in sst2 agnews; do
-  case $task in
-    sst2) prompts="--shots 5 --seed 2 --label-scoring" ;;
-    agnews) prompts="--label-scoring" ;;
+prompts_of() { # task -> the prompt flags its tables use
+  case $1 in
+    sst2) echo "--shots 5 --seed 2 --label-scoring" ;;
+    agnews) echo "--label-scoring" ;;
   esac
+}
+
+# Certify one rule at ε = 1% and replay it on the check prompts: name, features, kind,
+# thresholds, then more arguments. Reads $task, $prompts and the recordings $cal (calibration
+# prompts) and $check (300 dev prompts).
+certify() {
+  local name=$1 features=$2 kind=$3 thresholds=$4; shift 4
+  # shellcheck disable=SC2086
+  run "$name" calibrate --config $BASE --model "$G" --task $task $prompts \
+    --set "features.names=$(names "$features")" --set "policy.kind=$kind" \
+    --budget 0.01 --confidence 0.9 --limit 480 --thresholds "$thresholds" --min-layers 1,20,25,28 \
+    --traces "$T/cal-$cal.json" --check-limit 300 --check-traces "$T/check-$check.json" \
+    --out "$T/$name.toml" "$@"
+}
+SVM_GRID=0.5,1.0,1.25,1.5,1.75,2.0,2.5,3.0
+GAP_GRID=0.3,0.5,0.7,0.8,0.9,0.95,0.99,0.999
+
+for task in sst2 agnews; do
+  prompts=$(prompts_of $task) cal=$task check=$task
   rows=$T/rows-$task.jsonl
   # shellcheck disable=SC2086
   [ -f "$rows" ] || "$bin" collect --config $BASE --model "$G" --task $task $prompts --split train \
     --limit 500 --out "$rows"
-  calibrate() { # name, features, kind, thresholds, then more arguments
-    local name=$1 features=$2 kind=$3 thresholds=$4; shift 4
-    # shellcheck disable=SC2086
-    run "$task-$name" calibrate --config $BASE --model "$G" --task $task $prompts \
-      --set "features.names=$(names "$features")" --set "policy.kind=$kind" \
-      --budget 0.01 --confidence 0.9 --limit 480 --thresholds "$thresholds" --min-layers 1,20,25,28 \
-      --traces "$T/cal-$task.json" --check-limit 300 --check-traces "$T/check-$task.json" \
-      --out "$T/$task-$name.toml" "$@"
-  }
   # Table 4: one classifier of each kind on every feature (the first run records the passes, so
   # it must read every feature), and the gap rule on the gap alone; the budget sweep on the SVM.
   for kind in svm logistic crf; do
     "$bin" train --config $BASE --data "$rows" --classifier $kind --out "$T/$task-$kind-all.json" \
       > "$out/$task-train-$kind-all.txt"
   done
-  calibrate svm-all $ALL_FEATURES svm 0.5,1.0,1.25,1.5,1.75,2.0,2.5,3.0 \
+  certify $task-svm-all $ALL_FEATURES svm $SVM_GRID \
     --set "policy.svm.classifier=$T/$task-svm-all.json" \
     --sweep-budgets 0.005,0.02,0.05,0.1,0.2 --plot "$out/$task-svm-budget-sweep.svg"
   for kind in logistic crf; do
-    calibrate $kind-all $ALL_FEATURES $kind 0.5,0.7,0.8,0.9,0.95,0.99,0.999 \
+    certify $task-$kind-all $ALL_FEATURES $kind 0.5,0.7,0.8,0.9,0.95,0.99,0.999 \
       --set "policy.$kind.classifier=$T/$task-$kind-all.json"
   done
   # The gap rule has no classifier: leave out the same training prompts by hand.
-  calibrate gap gap,top_prob gap_threshold 0.3,0.5,0.7,0.8,0.9,0.95,0.99,0.999 \
-    --leave-out "$T/$task-svm-all.json"
+  certify $task-gap gap,top_prob gap_threshold $GAP_GRID --leave-out "$T/$task-svm-all.json"
   # Table 6: the SVM on feature subsets of the same rows.
   for set in "paper:gap,top_prob" "cosine:gap,top_prob,cos_hidden,cos_attn,cos_mlp" \
     "layer-aware:gap,top_prob,depth,top1_streak,probe_shift"; do
     name=${set%%:*}; features=${set#*:}
     "$bin" train --config $BASE --data "$rows" --classifier svm --features "$features" \
       --out "$T/$task-svm-$name.json" > "$out/$task-train-svm-$name.txt"
-    calibrate "svm-$name" "$features" svm 0.5,1.0,1.25,1.5,1.75,2.0,2.5,3.0 \
+    certify "$task-svm-$name" "$features" svm $SVM_GRID \
       --set "policy.svm.classifier=$T/$task-svm-$name.json"
   done
 done
 # Where more demonstrations leave more to skip (SST-2 10-shot, demo seed 0: oracle 22.7% on dev):
 # the gap rule alone, certified the same way, with the budget sweep.
-name=sst2-10shot-gap
-echo "== calibrate $name" > "$out/$name.txt"
-# shellcheck disable=SC2086
-"$bin" calibrate --config $BASE --model "$G" --task sst2 --shots 10 --seed 0 --label-scoring \
-  --set "features.names=$(names $ALL_FEATURES)" --set policy.kind=gap_threshold --budget 0.01 \
-  --confidence 0.9 --limit 480 --thresholds 0.3,0.5,0.7,0.8,0.9,0.95,0.99,0.999 --min-layers 1,20,25,28 \
-  --traces "$T/cal-sst2-10s0.json" --check-limit 300 --check-traces "$T/check-sst2-10s0.json" \
-  --sweep-budgets 0.02,0.05,0.1 --plot "$out/$name-budget-sweep.svg" --out "$T/$name.toml" \
-  2>&1 | tee -a "$out/$name.txt"
+task=sst2 prompts="--shots 10 --seed 0 --label-scoring" cal=sst2-10s0 check=sst2-10s0
+certify sst2-10shot-gap $ALL_FEATURES gap_threshold $GAP_GRID \
+  --sweep-budgets 0.02,0.05,0.1 --plot "$out/sst2-10shot-gap-budget-sweep.svg"
 # The SVM on every feature at 10 shots, trained on the first 500 train prompts' rows; it and the
 # gap rule are certified on the next 480 (the classifier's prompts left out of both).
 rows=$T/rows-sst2-10s0.jsonl
-[ -f "$rows" ] || "$bin" collect --config $BASE --model "$G" --task sst2 --shots 10 --seed 0 \
-  --label-scoring --split train --limit 500 --out "$rows"
+# shellcheck disable=SC2086
+[ -f "$rows" ] || "$bin" collect --config $BASE --model "$G" --task sst2 $prompts --split train \
+  --limit 500 --out "$rows"
 "$bin" train --config $BASE --data "$rows" --classifier svm --out "$T/sst2-10s0-svm-all.json" \
   > "$out/sst2-10shot-train-svm-all.txt"
-calibrate10() { # name, kind, thresholds, then more arguments
-  local name=$1 kind=$2 thresholds=$3; shift 3
-  run "sst2-10shot-$name" calibrate --config $BASE --model "$G" --task sst2 --shots 10 --seed 0 \
-    --label-scoring --set "features.names=$(names $ALL_FEATURES)" --set "policy.kind=$kind" \
-    --budget 0.01 --confidence 0.9 --limit 480 --thresholds "$thresholds" --min-layers 1,20,25,28 \
-    --traces "$T/cal-sst2-10s0-heldout.json" --check-limit 300 \
-    --check-traces "$T/check-sst2-10s0.json" --out "$T/sst2-10shot-$name.toml" "$@"
-}
-calibrate10 svm-all svm 0.5,1.0,1.25,1.5,1.75,2.0,2.5,3.0 \
+cal=sst2-10s0-heldout
+certify sst2-10shot-svm-all $ALL_FEATURES svm $SVM_GRID \
   --set "policy.svm.classifier=$T/sst2-10s0-svm-all.json" --sweep-budgets 0.02,0.05,0.1
-calibrate10 gap-heldout gap_threshold 0.3,0.5,0.7,0.8,0.9,0.95,0.99,0.999 \
+certify sst2-10shot-gap-heldout $ALL_FEATURES gap_threshold $GAP_GRID \
   --leave-out "$T/sst2-10s0-svm-all.json"
 # Table 5 (inter-task): each task's SVM on every feature, run over the other task's prompts and
 # label tokens (`any_task`), certified and checked as above; the intra-task rows are Table 4's
 # svm-all. The target task's own classifier's prompts are left out, so its recorded passes serve.
 for pair in sst2:agnews agnews:sst2; do
   from=${pair%%:*} task=${pair#*:}
-  case $task in
-    sst2) prompts="--shots 5 --seed 2 --label-scoring" ;;
-    agnews) prompts="--label-scoring" ;;
-  esac
-  # shellcheck disable=SC2086
-  run "$task-svm-from-$from" calibrate --config $BASE --model "$G" --task $task $prompts \
-    --set "features.names=$(names $ALL_FEATURES)" --set policy.kind=svm \
+  prompts=$(prompts_of $task) cal=$task check=$task
+  certify "$task-svm-from-$from" $ALL_FEATURES svm $SVM_GRID \
     --set "policy.svm.classifier=$T/$from-svm-all.json" --set policy.svm.any_task=true \
-    --budget 0.01 --confidence 0.9 --limit 480 --thresholds 0.5,1.0,1.25,1.5,1.75,2.0,2.5,3.0 \
-    --min-layers 1,20,25,28 --traces "$T/cal-$task.json" --check-limit 300 \
-    --check-traces "$T/check-$task.json" --leave-out "$T/$task-svm-all.json" \
-    --out "$T/$task-svm-from-$from.toml"
+    --leave-out "$T/$task-svm-all.json"
 done
 # The summary the README quotes: each rule's line at ε = 1% on the check prompts.
 for f in "$out"/*-*.txt; do
