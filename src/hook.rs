@@ -8,6 +8,10 @@
 //! A hook can ask the view for a [`Probe`]: final norm + lm_head on the last token only. The
 //! view computes a probe once per layer and scope, however many hooks ask. The door depends on
 //! nothing behind it: the engine hands the view a [`ProbeSource`], which its LM head implements.
+//!
+//! A hook that exits may also leave its own [`ExitAnswer`] on the view (a learned exit head's
+//! scores over a task's label tokens); the engine hands it back with the pass, beside the LM
+//! head's logits of the exited hidden state.
 
 use anyhow::Result;
 use candle_core::{IndexOp, Tensor};
@@ -17,6 +21,26 @@ use std::collections::BTreeSet;
 pub enum Decision {
     Continue,
     Exit,
+}
+
+/// A hook's own answer at its exit: scores over `ids` (a task's label tokens) that replace the
+/// LM head's over those tokens. A learned exit head reads the hidden state better than the
+/// logit lens does in the middle of the model; the LM head is still run for everything else.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ExitAnswer {
+    pub ids: Vec<u32>,
+    pub logits: Vec<f32>,
+}
+
+impl ExitAnswer {
+    /// The best of `ids` by this answer's scores.
+    pub fn top1(&self) -> Option<u32> {
+        self.ids
+            .iter()
+            .zip(&self.logits)
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(&id, _)| id)
+    }
 }
 
 /// What a pass is about to do, told to hooks before it starts.
@@ -154,6 +178,7 @@ pub struct LayerView<'a> {
     head: &'a dyn ProbeSource,
     full: Option<Probe>,
     subset: Option<Probe>,
+    answer: Option<ExitAnswer>,
 }
 
 impl<'a> LayerView<'a> {
@@ -176,6 +201,7 @@ impl<'a> LayerView<'a> {
             head,
             full: None,
             subset: None,
+            answer: None,
         }
     }
 
@@ -209,6 +235,17 @@ impl<'a> LayerView<'a> {
             self.subset = Some(Probe::from_logits(Some(ids.to_vec()), logits));
         }
         Ok(self.subset.as_ref().expect("just computed"))
+    }
+
+    /// Answer with `answer` instead of the LM head over its ids if the pass stops here. Only
+    /// read when some hook exits at this layer.
+    pub fn answer_with(&mut self, answer: ExitAnswer) {
+        self.answer = Some(answer);
+    }
+
+    /// The answer a hook left at its exit.
+    pub(crate) fn take_answer(&mut self) -> Option<ExitAnswer> {
+        self.answer.take()
     }
 
     /// The full-vocabulary probe, if some hook already asked for it.

@@ -16,4 +16,4 @@ pub mod plugin;
 pub mod serve;
 
 pub use engine::{Engine, LoadOptions};
-pub use hook::{Decision, LayerHook, LayerView, Probe, SkipPlan};
+pub use hook::{Decision, ExitAnswer, LayerHook, LayerView, Probe, SkipPlan};

@@ -188,7 +188,9 @@ fn collect_then_train_writes_a_loadable_classifier() {
     ]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("left out the 12 agnews Train prompts the classifier was trained on"),
+        out.contains(
+            "left out the 12 agnews Train prompts the classifier (or exit heads) was trained on"
+        ),
         "{out}"
     );
     // A rule without a classifier can be calibrated on the same prompts as one with it.
@@ -212,8 +214,9 @@ fn collect_then_train_writes_a_loadable_classifier() {
     std::fs::remove_dir_all(&dir).ok();
     assert!(ok, "{err}");
     assert!(
-        out.contains("left out the 12 agnews Train prompts the classifier was trained on")
-            && out.contains("gap_threshold on agnews Train rows (6 prompts"),
+        out.contains(
+            "left out the 12 agnews Train prompts the classifier (or exit heads) was trained on"
+        ) && out.contains("gap_threshold on agnews Train rows (6 prompts"),
         "{out}"
     );
 }
@@ -358,4 +361,107 @@ fn a_classifier_runs_on_another_task_only_when_asked() {
     std::fs::remove_dir_all(&dir).ok();
     assert!(ok, "{err}");
     assert!(out.contains("adaptive"), "{out}");
+}
+
+/// Exit heads as a user makes and uses them: `train-heads` writes them and shows where they
+/// agree with dense, `calibrate` leaves their training prompts out and records which heads it
+/// certified with, and heads from another run or for another task's labels are refused.
+#[test]
+fn train_heads_then_calibrate_and_eval_with_them() {
+    let dir = std::env::temp_dir().join(format!("adainfer-heads-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let heads = dir.join("heads.json");
+    let other = dir.join("other.json");
+    let calibrated = dir.join("calibrated.toml");
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for (file, limit) in [(&heads, "30"), (&other, "20")] {
+        let (ok, out, err) = adainfer(&[
+            "train-heads",
+            "--config",
+            CONFIG,
+            "--task",
+            "sst2",
+            "--limit",
+            limit,
+            "--out",
+            &p(file),
+        ]);
+        assert!(ok, "{err}");
+        assert!(
+            out.contains(&format!(
+                "11 exit heads over 2 labels from {limit} 0-shot qa"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("held-out agreement with dense, block 1 → 11"),
+            "{out}"
+        );
+    }
+    let with_heads = format!("features.exit_heads={}", p(&heads));
+    let (ok, out, err) = adainfer(&[
+        "calibrate",
+        "--config",
+        CONFIG,
+        "--task",
+        "sst2",
+        "--label-scoring",
+        "--set",
+        &with_heads,
+        "--limit",
+        "8",
+        "--thresholds",
+        "0.9,0.0,0.5",
+        "--budget",
+        "0.9",
+        "--confidence",
+        "0.5",
+        "--out",
+        &p(&calibrated),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("left out the 30 sst2 Train prompts"), "{out}");
+    let config = adainfer::plugin::PluginConfig::load(&calibrated, &[]).unwrap();
+    let record = config.calibration.as_ref().unwrap();
+    let trained = adainfer::plugin::exit_heads::ExitHeads::load(&heads).unwrap();
+    assert_eq!(
+        record.exit_heads.as_deref(),
+        Some(trained.fingerprint().as_str())
+    );
+    assert_eq!(
+        config.features.exit_heads.as_deref(),
+        Some(heads.canonicalize().unwrap().as_path())
+    );
+    let eval = [
+        "eval",
+        "--config",
+        &p(&calibrated),
+        "--task",
+        "sst2",
+        "--limit",
+        "3",
+    ];
+    let (ok, out, err) = adainfer(&eval);
+    assert!(ok && out.contains("adaptive"), "{err}");
+    // Other heads void the certificate; heads for SST-2's labels do not read AG News's.
+    let swap = format!("features.exit_heads={}", p(&other));
+    let (ok, _, err) = adainfer(&[&eval[..], &["--set", &swap]].concat());
+    assert!(!ok && err.contains("calibrated with exit heads"), "{err}");
+    let (ok, _, err) = adainfer(&[
+        "eval",
+        "--config",
+        CONFIG,
+        "--set",
+        &with_heads,
+        "--task",
+        "agnews",
+        "--label-scoring",
+        "--limit",
+        "2",
+    ]);
+    assert!(
+        !ok && err.contains("score label_tokens") && err.contains("(sst2)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

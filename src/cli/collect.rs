@@ -1,7 +1,6 @@
 use super::{PluginArgs, TaskArgs};
 use adainfer::eval::ab::{answer_token, Scoring};
 use adainfer::eval::run;
-use adainfer::plugin::features::FeatureExtractor;
 use adainfer::plugin::load_engine;
 use adainfer::plugin::training::{collect_rows, write_data, CollectPrompt, DataHeader};
 use anyhow::{bail, Context, Result};
@@ -52,8 +51,7 @@ pub fn run(a: Args) -> Result<()> {
         Scoring::Labels(ids) => config.with_task_labels(&ids)?,
         Scoring::FullVocab => config,
     };
-    let features =
-        FeatureExtractor::new(&config.features.names, config.features.label_tokens.clone())?;
+    let features = config.feature_extractor(&engine.identity)?;
     let (examples, prompts) = run::select(&engine, &spec)?;
     let prompts = examples
         .iter()

@@ -10,6 +10,7 @@ mod generate;
 mod inspect;
 mod serve;
 mod train;
+mod train_heads;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -40,6 +41,9 @@ enum Command {
     Collect(collect::Args),
     /// Fit an exit classifier (svm, logistic or crf) on collected rows.
     Train(train::Args),
+    /// Fit learned exit heads: per block, a linear read-out of the label answer from the hidden
+    /// state (for label-scored tasks where the logit lens settles late).
+    TrainHeads(train_heads::Args),
     /// Dense vs adaptive (and oracle) on a benchmark task: accuracy, layers, FLOPs, wall-clock.
     Eval(eval::Args),
     /// Sweep the policy threshold on held-out prompts; write the most aggressive config within a budget.
@@ -307,6 +311,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Collect(a) => collect::run(a),
         Command::Train(a) => train::run(a),
+        Command::TrainHeads(a) => train_heads::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Calibrate(a) => calibrate::run(a),
         Command::Serve(_) => unreachable!("served above"),

@@ -233,6 +233,7 @@ pub fn step(
             exit = Some(ExitRecord {
                 layer: index + 1,
                 hook: h.name().to_string(),
+                answer: view.take_answer(),
             });
             exit_logits = view.take_full_probe().map(|p| p.logits().to_vec());
         }

@@ -14,7 +14,7 @@ pub use super::layers::head::{check_vocabulary, LmHead};
 
 mod batch;
 use super::weights::{SafetensorsWeights, WeightSource};
-use crate::hook::{Decision, LayerHook, LayerView, PassInfo, SkipPlan};
+use crate::hook::{Decision, ExitAnswer, LayerHook, LayerView, PassInfo, SkipPlan};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
@@ -78,12 +78,15 @@ pub enum Outputs {
 }
 
 /// Where and why a pass stopped early.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ExitRecord {
     /// Block after which the pass stopped, counted from 1.
     pub layer: usize,
     /// The hook that asked for it.
     pub hook: String,
+    /// The hook's own answer over a task's label tokens, if it gave one (a learned exit head).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<ExitAnswer>,
 }
 
 /// The result of one forward pass.
@@ -257,6 +260,7 @@ impl DecoderModel {
                     exit = Some(ExitRecord {
                         layer: index + 1,
                         hook: h.name().to_string(),
+                        answer: view.take_answer(),
                     });
                     exit_probe = view.take_full_probe();
                 }

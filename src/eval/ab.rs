@@ -12,7 +12,7 @@ use super::metrics::PassCost;
 use super::prompts::{PromptFormat, Prompts};
 use super::tasks::Example;
 use crate::engine::{Engine, Outputs};
-use crate::hook::LayerHook;
+use crate::hook::{ExitAnswer, LayerHook};
 use crate::plugin::lens::LogitLens;
 use crate::plugin::policy::oracle_exit_layer;
 use anyhow::{bail, Context, Result};
@@ -40,6 +40,17 @@ impl Scoring {
         match self {
             Scoring::FullVocab => "full_vocab",
             Scoring::Labels(_) => "label_tokens",
+        }
+    }
+
+    /// The answer of a pass: a hook's own exit answer over exactly these label tokens wins
+    /// over the LM head's logits (a learned exit head answered).
+    fn pick_pass(&self, logits: &[f32], exit_answer: Option<&ExitAnswer>) -> u32 {
+        match (self, exit_answer) {
+            (Scoring::Labels(ids), Some(answer)) if *ids == answer.ids => {
+                answer.top1().unwrap_or(0)
+            }
+            _ => self.pick(logits),
         }
     }
 
@@ -234,7 +245,8 @@ pub fn run_case(
                     .forward(&tokens, &mut cache, hook, Outputs::LastToken)?;
                 let logits = out.last_logits()?;
                 outcome.seconds += start.elapsed().as_secs_f64();
-                (logits, out.layers_run, out.exit.map(|e| e.layer))
+                let exit = out.exit.map(|e| (e.layer, e.answer));
+                (logits, out.layers_run, exit)
             }
             ArmKind::External(_) => unreachable!("answered by run_external above"),
             ArmKind::Oracle => {
@@ -250,12 +262,13 @@ pub fn run_case(
                 if outcome.trace.is_none() {
                     outcome.trace = Some(trace);
                 }
-                let exit = (layer < num_layers).then_some(layer);
+                let exit = (layer < num_layers).then_some((layer, None));
                 (out.last_logits()?, layer, exit)
             }
         };
+        let (exit_layer, exit_answer) = exit.unzip();
         if outcome.passes.is_empty() {
-            outcome.exit_layer = exit;
+            outcome.exit_layer = exit_layer;
         }
         layer_sum += layers_run;
         outcome.passes.push(PassCost {
@@ -266,7 +279,8 @@ pub fn run_case(
             probe_width: arm.probe_width,
         });
         let Some(limits) = generation else {
-            outcome.answer = Answer::Token(scoring.pick(&logits));
+            outcome.answer =
+                Answer::Token(scoring.pick_pass(&logits, exit_answer.flatten().as_ref()));
             break;
         };
         let next = Scoring::FullVocab.pick(&logits);

@@ -44,9 +44,19 @@ impl LayerHook for Recorder<'_> {
 
     fn after_layer(&mut self, view: &mut LayerView<'_>) -> Result<Decision> {
         let row = self.features.extract(view)?;
-        let answer = match self.scoring {
-            Scoring::Labels(ids) => view.probe_tokens(ids)?.top1(),
-            Scoring::FullVocab => view.probe()?.top1(),
+        // Where an exit head answers, an exit there gives its answer (label scoring only).
+        let head = match self.scoring {
+            Scoring::Labels(ids) => self
+                .features
+                .head_answer()
+                .filter(|a| a.ids == *ids)
+                .and_then(|a| a.top1()),
+            Scoring::FullVocab => None,
+        };
+        let answer = match (head, self.scoring) {
+            (Some(answer), _) => answer,
+            (None, Scoring::Labels(ids)) => view.probe_tokens(ids)?.top1(),
+            (None, Scoring::FullVocab) => view.probe()?.top1(),
         };
         self.trace.rows.push(row);
         self.trace.answers.push(answer);
@@ -64,8 +74,7 @@ pub fn record(
     if prepared.generation.is_some() {
         bail!("exit rules are replayed on single-token answers; this task generates text");
     }
-    let features =
-        FeatureExtractor::new(&config.features.names, config.features.label_tokens.clone())?;
+    let features = config.feature_extractor(&engine.identity)?;
     prepared
         .cases
         .iter()

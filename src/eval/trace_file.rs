@@ -27,6 +27,9 @@ struct TraceFile {
     /// The label tokens answers were scored among; `None`: the full vocabulary.
     label_tokens: Option<Vec<u32>>,
     features: Vec<String>,
+    /// Fingerprint of the exit heads the features and answers were read from (`None`: the lens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exit_heads: Option<String>,
     prompts: Vec<StoredPrompt>,
 }
 
@@ -68,12 +71,14 @@ fn restored(x: Option<f32>) -> f32 {
     x.unwrap_or(f32::NAN)
 }
 
-/// Write `traces` (recorded with `features` on `cases`) to `path`.
+/// Write `traces` (recorded with `features`, read from the exit heads with fingerprint
+/// `exit_heads` if any, on `cases`) to `path`.
 pub fn save(
     path: &Path,
     identity: &ModelIdentity,
     scoring: &Scoring,
     features: &[String],
+    exit_heads: Option<&str>,
     cases: &[Case],
     traces: &[PromptTrace],
 ) -> Result<()> {
@@ -99,17 +104,20 @@ pub fn save(
         identity: identity.clone(),
         label_tokens: label_tokens(scoring),
         features: features.to_vec(),
+        exit_heads: exit_heads.map(str::to_string),
         prompts,
     };
     write_atomically(path, &serde_json::to_vec(&file)?)
 }
 
-/// Read the traces of `cases` from `path`, each row holding the features `wanted` in that order.
+/// Read the traces of `cases` from `path`, each row holding the features `wanted` in that order
+/// (read from the exit heads with fingerprint `exit_heads`, if any).
 pub fn load(
     path: &Path,
     identity: &ModelIdentity,
     scoring: &Scoring,
     wanted: &[String],
+    exit_heads: Option<&str>,
     cases: &[Case],
 ) -> Result<Vec<PromptTrace>> {
     let name = path.display();
@@ -137,6 +145,14 @@ pub fn load(
             "{name} scored answers among {:?}, this run among {:?} (None: the full vocabulary)",
             file.label_tokens,
             label_tokens(scoring)
+        );
+    }
+    if file.exit_heads.as_deref() != exit_heads {
+        bail!(
+            "{name} was recorded with exit heads {:?}, this run reads {:?} (None: the logit \
+             lens): record again",
+            file.exit_heads,
+            exit_heads
         );
     }
     let columns = wanted
@@ -255,25 +271,52 @@ mod tests {
             answers: vec![4, 5],
         }];
         let scoring = Scoring::Labels(vec![4, 5]);
-        save(&path, &identity(), &scoring, &names, &cases, &traces).unwrap();
-        let back = load(&path, &identity(), &scoring, &["cos_attn".into()], &cases).unwrap();
+        save(&path, &identity(), &scoring, &names, None, &cases, &traces).unwrap();
+        let back = load(
+            &path,
+            &identity(),
+            &scoring,
+            &["cos_attn".into()],
+            None,
+            &cases,
+        )
+        .unwrap();
         assert_eq!(back[0].answers, vec![4, 5]);
         assert!(back[0].rows[0].values[0].is_nan() && back[0].rows[0].gap.is_nan());
         assert_eq!(back[0].rows[1].values, vec![0.5]);
         assert_eq!((back[0].rows[1].layer, back[0].rows[1].top1), (2, 3));
         // Another token sequence under the same id is another prompt.
-        let err = load(&path, &identity(), &scoring, &names, &[case("a", &[1, 2])]).unwrap_err();
+        let err = load(
+            &path,
+            &identity(),
+            &scoring,
+            &names,
+            None,
+            &[case("a", &[1, 2])],
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("record again"), "{err:#}");
-        let err = load(&path, &identity(), &Scoring::FullVocab, &names, &cases).unwrap_err();
+        let err = load(
+            &path,
+            &identity(),
+            &Scoring::FullVocab,
+            &names,
+            None,
+            &cases,
+        )
+        .unwrap_err();
         assert!(
             format!("{err:#}").contains("scored answers among"),
             "{err:#}"
         );
+        // Passes read through the logit lens are not those of a run with exit heads.
+        let err = load(&path, &identity(), &scoring, &names, Some("00ff"), &cases).unwrap_err();
+        assert!(format!("{err:#}").contains("exit heads"), "{err:#}");
         // A pass longer than the model, or with ragged rows, is refused, not indexed.
         let text = std::fs::read_to_string(&path).unwrap();
         let longer = text.replace("\"answers\":[4,5]", "\"answers\":[4,5,6]");
         std::fs::write(&path, longer).unwrap();
-        let err = load(&path, &identity(), &scoring, &names, &cases).unwrap_err();
+        let err = load(&path, &identity(), &scoring, &names, None, &cases).unwrap_err();
         assert!(format!("{err:#}").contains("malformed pass"), "{err:#}");
         std::fs::remove_dir_all(&dir).ok();
     }

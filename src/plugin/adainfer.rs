@@ -53,13 +53,13 @@ impl AdaInfer {
 
     /// The same config with another policy kind (eval arms, per-request overrides).
     pub fn for_policy(config: &PluginConfig, engine: &Engine, kind: &str) -> Result<Self> {
+        let heads = config.exit_heads(&engine.identity)?;
         if let Some(calibration) = &config.calibration {
             calibration
-                .check(&engine.identity, &config.features)
+                .check(&engine.identity, &config.features, heads.as_deref())
                 .with_context(|| format!("plugin config {}", config.source.display()))?;
         }
-        let features =
-            FeatureExtractor::new(&config.features.names, config.features.label_tokens.clone())?;
+        let features = config.feature_extractor(&engine.identity)?;
         let policy = build_policy(
             kind,
             config,
@@ -158,7 +158,13 @@ impl LayerHook for AdaInfer {
             return Ok(Decision::Continue);
         }
         let row = self.features.extract(view)?;
-        Ok(self.judge(&row))
+        let decision = self.judge(&row);
+        if decision == Decision::Exit {
+            if let Some(answer) = self.features.head_answer() {
+                view.answer_with(answer.clone());
+            }
+        }
+        Ok(decision)
     }
 
     fn watches_layers(&self) -> bool {

@@ -3,11 +3,14 @@
 //! resolve against the config file's directory. `--set section.key=value` overrides any value;
 //! `--set policy.KEY=V` is shorthand for the active kind's table (`policy.<kind>.KEY`).
 
+use super::exit_heads::ExitHeads;
+use super::features::FeatureExtractor;
 use super::overrides::{apply_overrides, resolve_path_at, PATH_KEYS};
 use crate::{Engine, LoadOptions};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +62,11 @@ pub struct FeaturesSection {
     /// Probe only these token ids (a task's answer set): cheap with a large vocabulary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_tokens: Option<Vec<u32>>,
+    /// Learned exit heads (`adainfer train-heads`) that read the label answer from the hidden
+    /// state where the logit lens cannot; the probe features come from them, and an exit
+    /// answers with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_heads: Option<PathBuf>,
 }
 
 fn default_features() -> Vec<String> {
@@ -70,6 +78,7 @@ impl Default for FeaturesSection {
         Self {
             names: default_features(),
             label_tokens: None,
+            exit_heads: None,
         }
     }
 }
@@ -97,6 +106,41 @@ pub struct PolicySection {
 }
 
 impl PluginConfig {
+    /// The exit heads `[features] exit_heads` names, checked against the model and the label
+    /// tokens (`None`: the features read the logit lens).
+    pub fn exit_heads(
+        &self,
+        identity: &crate::engine::ModelIdentity,
+    ) -> Result<Option<Arc<ExitHeads>>> {
+        let Some(path) = &self.features.exit_heads else {
+            return Ok(None);
+        };
+        let heads = ExitHeads::load(path)?;
+        let labels = self.features.label_tokens.as_deref().with_context(|| {
+            format!(
+                "{}: [features] exit_heads score label tokens, so label_tokens must be set (or run the task with --label-scoring)",
+                self.source.display()
+            )
+        })?;
+        heads
+            .check_compatible(identity, labels)
+            .with_context(|| format!("exit heads {}", path.display()))?;
+        Ok(Some(Arc::new(heads)))
+    }
+
+    /// The feature extractor the config selects, reading the exit heads if it names any.
+    pub fn feature_extractor(
+        &self,
+        identity: &crate::engine::ModelIdentity,
+    ) -> Result<FeatureExtractor> {
+        let features =
+            FeatureExtractor::new(&self.features.names, self.features.label_tokens.clone())?;
+        match self.exit_heads(identity)? {
+            Some(heads) => features.with_exit_heads(heads),
+            None => Ok(features),
+        }
+    }
+
     /// Label-restricted runs read their features over the task's labels: a config without
     /// `label_tokens` takes the task's (and says so); one made for other labels is refused.
     pub fn with_task_labels(mut self, ids: &[u32]) -> Result<Self> {
@@ -313,6 +357,9 @@ pub struct CalibrationRecord {
     pub features: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_tokens: Option<Vec<u32>>,
+    /// Fingerprint of the exit heads the features were read from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_heads: Option<String>,
     pub policy: String,
     /// Budget: share of prompts whose answer may differ from dense.
     pub epsilon: f64,
@@ -330,7 +377,20 @@ impl CalibrationRecord {
         &self,
         identity: &crate::engine::ModelIdentity,
         features: &FeaturesSection,
+        exit_heads: Option<&ExitHeads>,
     ) -> Result<()> {
+        let heads = exit_heads.map(ExitHeads::fingerprint);
+        if self.exit_heads != heads {
+            let say = |f: &Option<String>| match f {
+                Some(f) => format!("exit heads {f}"),
+                None => "the logit lens (no exit heads)".to_string(),
+            };
+            bail!(
+                "this config was calibrated with {}, but its features now read {}",
+                say(&self.exit_heads),
+                say(&heads)
+            );
+        }
         self.model
             .check_matches(identity)
             .context("this config was calibrated for another model")?;
@@ -367,6 +427,8 @@ pub struct TrainSection {
     pub logistic: LogisticTrainParams,
     #[serde(default)]
     pub crf: super::crf::CrfTrainParams,
+    #[serde(default)]
+    pub exit_heads: super::exit_heads_fit::ExitHeadsTrainParams,
 }
 
 fn default_holdout() -> f64 {
@@ -381,6 +443,7 @@ impl Default for TrainSection {
             svm: SvmTrainParams::default(),
             logistic: LogisticTrainParams::default(),
             crf: super::crf::CrfTrainParams::default(),
+            exit_heads: super::exit_heads_fit::ExitHeadsTrainParams::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Per-layer features of the last token, read from a [`LayerView`].
 //!
-//! - `gap`, `top_prob`, `entropy`: from the LM-head probe (over `label_tokens` when given).
+//! - `gap`, `top_prob`, `entropy`: from the LM-head probe (over `label_tokens` when given), or
+//!   from a learned exit head's scores where the extractor has [`ExitHeads`] for that block.
 //! - `cos_hidden`: cosine of this layer's output with its input, i.e. with the previous layer's
 //!   hidden state (layer 1 compares with the embedding). `1 − cos_hidden` is ShortGPT's Block
 //!   Influence.
@@ -15,8 +16,10 @@
 //!
 //! A zero vector makes a cosine NaN; policies treat any NaN feature as "continue".
 
-use crate::hook::LayerView;
+use super::exit_heads::ExitHeads;
+use crate::hook::{ExitAnswer, LayerView, Probe};
 use anyhow::{bail, Result};
+use std::sync::Arc;
 
 pub const FEATURE_NAMES: [&str; 9] = [
     "gap",
@@ -98,6 +101,9 @@ pub struct FeatureExtractor {
     previous_top1: Option<u32>,
     streak: usize,
     previous_probs: Option<Vec<f32>>,
+    heads: Option<Arc<ExitHeads>>,
+    /// The exit head's answer at the last extracted block, if it has one.
+    head_answer: Option<ExitAnswer>,
 }
 
 impl FeatureExtractor {
@@ -123,7 +129,29 @@ impl FeatureExtractor {
             previous_top1: None,
             streak: 0,
             previous_probs: None,
+            heads: None,
+            head_answer: None,
         })
+    }
+
+    /// Read the probe features from `heads` where they have a head (they must score this
+    /// extractor's label tokens).
+    pub fn with_exit_heads(mut self, heads: Arc<ExitHeads>) -> Result<Self> {
+        if self.label_tokens.as_deref() != Some(heads.label_tokens.as_slice()) {
+            bail!(
+                "exit heads score label_tokens = {:?}, but the features read label_tokens = {:?}",
+                heads.label_tokens,
+                self.label_tokens
+            );
+        }
+        self.heads = Some(heads);
+        Ok(self)
+    }
+
+    /// The exit head's answer after the block last extracted (`None` where there is no head:
+    /// the LM head answers there).
+    pub fn head_answer(&self) -> Option<&ExitAnswer> {
+        self.head_answer.as_ref()
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -140,6 +168,7 @@ impl FeatureExtractor {
         self.previous_top1 = None;
         self.streak = 0;
         self.previous_probs = None;
+        self.head_answer = None;
     }
 
     pub fn extract(&mut self, view: &mut LayerView<'_>) -> Result<FeatureRow> {
@@ -169,9 +198,18 @@ impl FeatureExtractor {
             0.0
         };
         let (layer, num_layers) = (view.number(), view.num_layers);
-        let probe = match &self.label_tokens {
-            Some(ids) => view.probe_tokens(ids)?,
-            None => view.probe()?,
+        self.head_answer = match &self.heads {
+            Some(heads) => heads.answer(layer, &LayerView::last_token(view.hidden)?),
+            None => None,
+        };
+        let from_head;
+        let probe = match (&self.head_answer, &self.label_tokens) {
+            (Some(a), _) => {
+                from_head = Probe::from_logits(Some(a.ids.clone()), a.logits.clone());
+                &from_head
+            }
+            (None, Some(ids)) => view.probe_tokens(ids)?,
+            (None, None) => view.probe()?,
         };
         let top1 = probe.top1();
         self.streak = match self.previous_top1 {

@@ -8,6 +8,8 @@ mod adainfer;
 pub mod classifier;
 pub mod config;
 pub mod crf;
+pub mod exit_heads;
+pub mod exit_heads_fit;
 pub mod features;
 pub mod lens;
 mod overrides;

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 /// Keys holding paths: relative values from the file resolve against its directory, relative
 /// values from `--set` against the working directory.
-pub(super) const PATH_KEYS: [&str; 4] = [
+pub(super) const PATH_KEYS: [&str; 5] = [
     "model.path",
+    "features.exit_heads",
     "policy.svm.classifier",
     "policy.logistic.classifier",
     "policy.crf.classifier",

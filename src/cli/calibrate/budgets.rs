@@ -22,12 +22,16 @@ pub(super) fn traces_for(
     prepared: &run::Prepared,
     file: Option<&Path>,
 ) -> Result<Vec<PromptTrace>> {
+    let heads = config
+        .exit_heads(&engine.identity)?
+        .map(|h| h.fingerprint());
     if let Some(path) = file.filter(|p| p.exists()) {
         let traces = trace_file::load(
             path,
             &engine.identity,
             &prepared.scoring,
             &config.features.names,
+            heads.as_deref(),
             &prepared.cases,
         )?;
         println!(
@@ -46,6 +50,7 @@ pub(super) fn traces_for(
             &engine.identity,
             &prepared.scoring,
             &config.features.names,
+            heads.as_deref(),
             &prepared.cases,
             &traces,
         )?;

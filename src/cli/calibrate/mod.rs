@@ -10,8 +10,9 @@ use adainfer::eval::replay::{self, Replayed};
 use adainfer::eval::run;
 use adainfer::eval::sweep::{default_thresholds, with_threshold};
 use adainfer::eval::tasks::Split;
-use adainfer::plugin::classifier::{write_atomically, Classifier};
+use adainfer::plugin::classifier::{write_atomically, Classifier, TrainingPrompts};
 use adainfer::plugin::config::CalibrationRecord;
+use adainfer::plugin::exit_heads::ExitHeads;
 use adainfer::plugin::policy::Signal;
 use adainfer::plugin::{load_engine, PluginConfig};
 use anyhow::{bail, Context, Result};
@@ -101,6 +102,9 @@ fn absolute_paths(config: &mut PluginConfig) {
         }
     };
     absolute(&mut config.model.path);
+    if let Some(heads) = &mut config.features.exit_heads {
+        absolute(heads);
+    }
     for params in config.policy.classifiers_mut() {
         absolute(&mut params.classifier);
     }
@@ -136,8 +140,18 @@ fn classifier_training_prompts(
 /// The prompts of `spec`'s task and split that the classifier in `file` was trained on.
 fn trained_on(file: &Path, spec: &run::EvalSpec) -> Result<BTreeSet<String>> {
     let classifier = Classifier::load(file)?;
+    used_prompts(classifier.training.and_then(|t| t.prompts), file, spec)
+}
+
+/// The prompts of `spec`'s task and split that `file` (a classifier or exit heads) records as
+/// its training prompts.
+fn used_prompts(
+    record: Option<TrainingPrompts>,
+    file: &Path,
+    spec: &run::EvalSpec,
+) -> Result<BTreeSet<String>> {
     let split = format!("{:?}", spec.split).to_lowercase();
-    match classifier.training.and_then(|t| t.prompts) {
+    match record {
         Some(p) if p.task == spec.task.name() && p.split == split => {
             Ok(p.ids.into_iter().collect())
         }
@@ -258,9 +272,14 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(file) = &a.leave_out {
         spec.exclude.extend(trained_on(file, &spec)?);
     }
+    if let Some(file) = &config.features.exit_heads {
+        let heads = ExitHeads::load(file)?;
+        spec.exclude
+            .extend(used_prompts(Some(heads.training), file, &spec)?);
+    }
     if !spec.exclude.is_empty() {
         println!(
-            "left out the {} {} {:?} prompts the classifier was trained on",
+            "left out the {} {} {:?} prompts the classifier (or exit heads) was trained on",
             spec.exclude.len(),
             spec.task,
             spec.split
@@ -462,6 +481,9 @@ pub fn run(a: Args) -> Result<()> {
         label_scoring: spec.label_scoring,
         features: config.features.names.clone(),
         label_tokens: config.features.label_tokens.clone(),
+        exit_heads: config
+            .exit_heads(&engine.identity)?
+            .map(|h| h.fingerprint()),
         policy: kind.clone(),
         epsilon,
         delta,
