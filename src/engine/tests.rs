@@ -56,6 +56,50 @@ fn hook_sees_every_layer_in_order() {
     assert!(out.exit.is_none());
 }
 
+/// A hook that answers at its exit: the engine hands the answer back with the pass; an answer
+/// left at a layer where nobody exits is dropped.
+#[test]
+fn an_answer_left_at_the_exit_comes_back_with_the_pass() {
+    struct Answering(usize);
+    impl LayerHook for Answering {
+        fn name(&self) -> &str {
+            "answering"
+        }
+        fn after_layer(&mut self, view: &mut LayerView<'_>) -> Result<Decision> {
+            view.answer_with(crate::hook::ExitAnswer {
+                ids: vec![3, 4],
+                logits: vec![view.number() as f32, 0.0],
+            });
+            Ok(if view.number() == self.0 {
+                Decision::Exit
+            } else {
+                Decision::Continue
+            })
+        }
+    }
+    let model = SyntheticSpec::tiny(5).build(DType::F32).unwrap();
+    let out = model
+        .forward(
+            &PROMPT,
+            &mut model.new_cache(),
+            Some(&mut Answering(2)),
+            Outputs::LastToken,
+        )
+        .unwrap();
+    let exit = out.exit.unwrap();
+    assert_eq!(exit.layer, 2);
+    assert_eq!(exit.answer.unwrap().logits, vec![2.0, 0.0]);
+    let out = model
+        .forward(
+            &PROMPT,
+            &mut model.new_cache(),
+            Some(&mut Answering(9)),
+            Outputs::LastToken,
+        )
+        .unwrap();
+    assert!(out.exit.is_none() && out.layers_run == 5);
+}
+
 #[test]
 fn exit_at_k_runs_exactly_k_blocks_and_returns_the_probe_logits() {
     let model = SyntheticSpec::tiny(6).build(DType::F32).unwrap();

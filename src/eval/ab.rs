@@ -412,4 +412,22 @@ mod tests {
         assert_eq!(Scoring::FullVocab.pick(&logits), 1);
         assert_eq!(Scoring::Labels(vec![0, 2, 3]).pick(&logits), 3);
     }
+
+    #[test]
+    fn a_hooks_exit_answer_over_the_same_labels_wins() {
+        let logits = [0.1, 3.0, 0.5, 2.0];
+        let labels = Scoring::Labels(vec![0, 2, 3]);
+        let head = ExitAnswer {
+            ids: vec![0, 2, 3],
+            logits: vec![0.0, 1.0, f32::NEG_INFINITY],
+        };
+        assert_eq!(labels.pick_pass(&logits, Some(&head)), 2);
+        assert_eq!(labels.pick_pass(&logits, None), 3);
+        // Another label set, or the full vocabulary, is not what the head scored.
+        assert_eq!(
+            Scoring::Labels(vec![0, 3]).pick_pass(&logits, Some(&head)),
+            3
+        );
+        assert_eq!(Scoring::FullVocab.pick_pass(&logits, Some(&head)), 1);
+    }
 }

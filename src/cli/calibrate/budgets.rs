@@ -65,6 +65,8 @@ pub(super) struct Check {
     traces: Vec<PromptTrace>,
     dense: Measured,
     oracle: Measured,
+    /// The oracle reads the answers exits give: the exit heads' where the config has them.
+    oracle_name: &'static str,
 }
 
 pub(super) fn check_prompts(
@@ -79,11 +81,16 @@ pub(super) fn check_prompts(
     let gold: Vec<Option<u32>> = prepared.cases.iter().map(|c| c.gold).collect();
     let dense = dense(&traces, &gold);
     let oracle = oracle(&traces, &gold);
+    let oracle_name = match config.features.exit_heads {
+        Some(_) => "oracle of the exit heads",
+        None => "oracle",
+    };
     Ok(Check {
         prepared,
         traces,
         dense,
         oracle,
+        oracle_name,
     })
 }
 
@@ -183,7 +190,7 @@ pub(super) fn report_budgets(
     }
     let mut arms = Vec::new();
     if let Some(c) = check {
-        for (name, m) in [("dense", c.dense), ("oracle", c.oracle)] {
+        for (name, m) in [("dense", c.dense), (c.oracle_name, c.oracle)] {
             println!(
                 "| – | {name} | – | – | – | {} | {} | {:.2} | {} |",
                 pct(m.accuracy),

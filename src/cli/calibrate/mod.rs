@@ -42,6 +42,10 @@ pub struct Args {
     /// Prompts to calibrate on (ε = 1 %, δ = 0.1 needs at least 230).
     #[arg(long, default_value_t = 300)]
     limit: usize,
+    /// Skip this many of the split's prompts first (after the left-out ones): a second
+    /// calibration on prompts the first one never saw.
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
     /// Comma-separated thresholds to try (default: a grid for the policy kind).
     #[arg(long)]
     thresholds: Option<String>,
@@ -268,6 +272,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     with_threshold(&config, 0.5)?; // fail early on a static policy, before loading anything
     let mut spec = a.task.spec(&a.split, Some(a.limit), None)?;
+    spec.offset = a.offset;
     spec.exclude = classifier_training_prompts(&config, &spec)?;
     if let Some(file) = &a.leave_out {
         spec.exclude.extend(trained_on(file, &spec)?);
@@ -372,10 +377,15 @@ pub fn run(a: Args) -> Result<()> {
         .chosen
         .map(|last| cheapest_passed(last, layers_at));
     println!(
-        "{kind} on {} {:?} rows ({n} prompts, {}-shot, {} prompts): certify ≤ {:.1}% disagreement with \
-         dense with probability ≥ {:.0}% (Learn-then-Test, fixed sequence{})\n",
+        "{kind} on {} {:?} rows ({n} prompts{}, {}-shot, {} prompts): certify ≤ {:.1}% disagreement \
+         with dense with probability ≥ {:.0}% (Learn-then-Test, fixed sequence{})\n",
         spec.task,
         spec.split,
+        if spec.offset > 0 {
+            format!(" after the first {}", spec.offset)
+        } else {
+            String::new()
+        },
         spec.shots,
         spec.prompt_format.name(),
         100.0 * epsilon,
