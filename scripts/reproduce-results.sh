@@ -67,6 +67,8 @@ run calibrate-smollm2-agnews calibrate --config $B --model "$G" --task agnews --
   --budget 0.01 --confidence 0.9 --limit 700 $GRID --out "${TMPDIR:-/tmp}/smollm2-agnews.toml"
 run eval-smollm2-sst2-certified eval --config plugin-configs/smollm2-135m-instruct-sst2.toml --model "$G" \
   --task sst2 --limit 300 --arms dense,adaptive,oracle
+run eval-smollm2-sst2-svm-certified eval --config plugin-configs/smollm2-135m-instruct-sst2-svm.toml \
+  --model "$G" --task sst2 --limit 300 --arms dense,adaptive,oracle
 run eval-smollm2-sst2-gap08 eval --config plugin-configs/smollm2-135m-instruct-gap_threshold.toml \
   --model "$G" --task sst2 --shots 5 --seed 2 --label-scoring --limit 300 --arms dense,adaptive
 # SQuAD on the real model (#13): generated answers, EM / F1, the per-token oracle, GAP 0.8.
@@ -74,7 +76,7 @@ run eval-smollm2-squad-1shot eval --config plugin-configs/smollm2-135m-instruct-
   --model "$G" --task squad --limit 50 --shots 1 --prompt-format qa --arms dense,adaptive,oracle
 # The paper's Tables 4 and 6 and the budget sweep, every rule certified (#13).
 ADAINFER_BIN="$bin" bash scripts/smollm2-tables.sh
-S=plugin-configs/smollm2-135m-instruct-sst2.toml
+S=plugin-configs/smollm2-135m-instruct-sst2-svm.toml
 run eval-smollm2-sst2-baselines-last3 eval --config $S --model "$G" --task sst2 --limit 300 \
   --arms dense,shortgpt,unified_skip --set policy.shortgpt.layers=3 --set policy.unified_skip.target_speedup=1.11
 run eval-smollm2-sst2-baselines-bi3 eval --config $S --model "$G" --task sst2 --limit 300 \

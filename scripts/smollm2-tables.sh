@@ -19,6 +19,7 @@ G=$(scripts/fetch-smollm2.sh)
 ALL_FEATURES=gap,top_prob,entropy,cos_hidden,cos_attn,cos_mlp,depth,top1_streak,probe_shift
 # One config per classifier kind would differ only in these settings, so one config and --set.
 BASE=docs/results/smollm2-sst2-svm/config.toml
+GAP=plugin-configs/smollm2-135m-instruct-gap_threshold.toml
 
 names() { # comma list -> TOML array
   echo "[\"${1//,/\", \"}\"]"
@@ -112,6 +113,34 @@ for pair in sst2:agnews agnews:sst2; do
     --set "policy.svm.classifier=$T/$from-svm-all.json" --set policy.svm.any_task=true \
     --leave-out "$T/$task-svm-all.json"
 done
+# Learned exit heads (`train-heads`): per block a linear read-out of the label answer, trained on
+# the first 500 train prompts; the gap rule on the heads' distribution is certified on the next
+# 480 (the heads' prompts left out), over thresholds with a minimum exit layer of 1 (one
+# parameter: all 480 prompts test it); SST-2 also over threshold × min layer on those 480, and
+# the one-parameter rule on the 480 after them (--offset 480, prompts no other run saw).
+HEADS_GRID=0.999,0.995,0.99,0.98,0.95,0.9,0.8,0.7,0.5,0.3
+HEADS_BUDGETS=0.005,0.02,0.05,0.1,0.2
+for task in sst2 agnews; do
+  prompts=$(prompts_of $task) heads=$T/$task-exit-heads.json
+  # shellcheck disable=SC2086
+  [ -f "$heads" ] || run $task-train-heads train-heads --config $GAP --model "$G" --task $task \
+    $prompts --limit 500 --out "$heads"
+  offset=0
+  [ $task = sst2 ] && offset=480
+  # shellcheck disable=SC2086
+  run $task-heads-gap calibrate --config $GAP --model "$G" --task $task $prompts \
+    --set "features.exit_heads=$heads" --budget 0.01 --confidence 0.9 --limit 480 \
+    --offset $offset --thresholds $HEADS_GRID --min-layers 1 --traces "$T/cal-$task-heads-$offset.json" \
+    --check-limit 300 --check-traces "$T/check-$task-heads.json" --sweep-budgets $HEADS_BUDGETS \
+    --plot "$out/$task-heads-budget-sweep.svg" --out "$T/$task-heads-gap.toml"
+done
+task=sst2 prompts=$(prompts_of sst2)
+# shellcheck disable=SC2086
+run sst2-heads-gap-2d calibrate --config $GAP --model "$G" --task sst2 $prompts \
+  --set "features.exit_heads=$T/sst2-exit-heads.json" --budget 0.01 --confidence 0.9 --limit 480 \
+  --thresholds 0.3,0.5,0.7,0.8,0.9,0.95,0.98,0.99,0.995,0.999 --min-layers 1,15,20,25,28 \
+  --traces "$T/cal-sst2-heads-0.json" --check-limit 300 --check-traces "$T/check-sst2-heads.json" \
+  --sweep-budgets $HEADS_BUDGETS --out "$T/sst2-heads-gap-2d.toml"
 # The summary the README quotes: each rule's line at ε = 1% on the check prompts.
 for f in "$out"/*-*.txt; do
   case $f in *train-*) continue ;; esac

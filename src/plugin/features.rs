@@ -343,6 +343,25 @@ mod tests {
     }
 
     #[test]
+    fn exit_heads_must_score_the_features_label_tokens() {
+        let heads = std::sync::Arc::new(crate::plugin::exit_heads::tests::small_heads());
+        let names = ["gap".to_string()];
+        let err = FeatureExtractor::new(&names, Some(vec![7, 9]))
+            .unwrap()
+            .with_exit_heads(heads.clone())
+            .unwrap_err();
+        assert!(err.to_string().contains("[7, 9, 11]"), "{err}");
+        assert!(FeatureExtractor::new(&names, None)
+            .unwrap()
+            .with_exit_heads(heads.clone())
+            .is_err());
+        FeatureExtractor::new(&names, Some(vec![7, 9, 11]))
+            .unwrap()
+            .with_exit_heads(heads)
+            .unwrap();
+    }
+
+    #[test]
     fn total_variation_values() {
         assert_eq!(total_variation(&[0.5, 0.5], &[0.5, 0.5]), 0.0);
         assert!((total_variation(&[1.0, 0.0], &[0.0, 1.0]) - 1.0).abs() < 1e-6);
