@@ -82,7 +82,8 @@ fn replayed_exits_equal_the_real_hook() {
 #[test]
 fn with_exit_heads_an_exit_answers_with_the_head() {
     use adainfer::eval::tasks::Split;
-    use adainfer::plugin::exit_heads_fit::{fit, record, ExitHeadsTrainParams, HeadsSpec};
+    use adainfer::plugin::config::LogisticTrainParams;
+    use adainfer::plugin::exit_heads_fit::{fit, record, HeadsSpec};
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("plugin-configs/tiny-llama-sst2-agnews-gap_threshold.toml");
     let config = PluginConfig::load(&path, &[]).unwrap();
@@ -108,7 +109,7 @@ fn with_exit_heads_an_exit_answers_with_the_head() {
         label_tokens: labels.clone(),
         holdout: 0.2,
         seed: 0,
-        params: ExitHeadsTrainParams::default(),
+        params: LogisticTrainParams::default(),
     };
     let heads = fit(&spec, &recorded).unwrap();
     assert_eq!(heads.heads.len(), 11, "one head per block but the last");

@@ -1,27 +1,15 @@
-use super::{PluginArgs, TaskArgs};
+use super::TrainingPromptArgs;
 use adainfer::eval::ab::{answer_token, Scoring};
 use adainfer::eval::run;
 use adainfer::plugin::load_engine;
 use adainfer::plugin::training::{collect_rows, write_data, CollectPrompt, DataHeader};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    plugin: PluginArgs,
-    /// Overrides the config's model path.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// The task and its prompts, as `eval` builds them (shots, format, label scoring).
-    #[command(flatten)]
-    task: TaskArgs,
-    /// train or test.
-    #[arg(long, default_value = "train")]
-    split: String,
-    /// The first N examples of the split that are not demonstrations (default: all).
-    #[arg(long)]
-    limit: Option<usize>,
+    prompts: TrainingPromptArgs,
     /// Where to write the rows (JSON lines).
     #[arg(long)]
     out: PathBuf,
@@ -32,20 +20,19 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let config = a.plugin.load()?.context("collect needs --config FILE")?;
+    let (config, spec) = a.prompts.load("collect")?;
     let gold = match a.label.as_str() {
         "final" => false,
         "gold" => true,
         other => bail!("--label {other:?}: expected final or gold"),
     };
-    let spec = a.task.spec(&a.split, a.limit, Some(&config))?;
     if spec.task.is_generative() {
         bail!(
             "collect needs a classification task (sst2, agnews, mmlu, csqa), not {}",
             spec.task.name()
         );
     }
-    let engine = load_engine(&config, a.model.as_deref())?;
+    let engine = load_engine(&config, a.prompts.model.as_deref())?;
     // Label-scored rows read their features (and top-1) over the task's label tokens.
     let config = match run::scoring(&engine, &spec)? {
         Scoring::Labels(ids) => config.with_task_labels(&ids)?,

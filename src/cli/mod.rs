@@ -173,6 +173,43 @@ impl SamplingFlags {
     }
 }
 
+/// One split of a task's prompts run densely to learn from (`collect`, `train-heads`).
+#[derive(clap::Args)]
+pub struct TrainingPromptArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    /// Overrides the config's model path.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The task and its prompts, as `eval` builds them (shots, format, label scoring).
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// train or test.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// The first N examples of the split that are not demonstrations (default: all).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+impl TrainingPromptArgs {
+    /// The config (required: `command` names who needs it) and the prompts' spec.
+    pub fn load(
+        &self,
+        command: &str,
+    ) -> Result<(
+        adainfer::plugin::PluginConfig,
+        adainfer::eval::run::EvalSpec,
+    )> {
+        let config = self
+            .plugin
+            .load()?
+            .with_context(|| format!("{command} needs --config FILE"))?;
+        let spec = self.task.spec(&self.split, self.limit, Some(&config))?;
+        Ok((config, spec))
+    }
+}
+
 /// Which task and how its prompts are built; shared by `eval` and `calibrate`.
 #[derive(clap::Args)]
 pub struct TaskArgs {

@@ -1,40 +1,24 @@
 use super::eval::progress;
-use super::{PluginArgs, TaskArgs};
+use super::TrainingPromptArgs;
 use adainfer::eval::ab::Scoring;
 use adainfer::eval::run;
 use adainfer::plugin::exit_heads_fit::{fit, record, HeadsSpec};
 use adainfer::plugin::load_engine;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Heads score label tokens, so label scoring is always on.
     #[command(flatten)]
-    plugin: PluginArgs,
-    /// Overrides the config's model path.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// The task and its prompts, as `eval` builds them; heads score label tokens, so label
-    /// scoring is always on.
-    #[command(flatten)]
-    task: TaskArgs,
-    /// train or test.
-    #[arg(long, default_value = "train")]
-    split: String,
-    /// The first N examples of the split that are not demonstrations (default: all).
-    #[arg(long)]
-    limit: Option<usize>,
+    prompts: TrainingPromptArgs,
     /// Where to write the heads (JSON).
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let config = a
-        .plugin
-        .load()?
-        .context("train-heads needs --config FILE")?;
-    let mut spec = a.task.spec(&a.split, a.limit, Some(&config))?;
+    let (config, mut spec) = a.prompts.load("train-heads")?;
     spec.label_scoring = true;
     if spec.task.is_generative() {
         bail!(
@@ -42,7 +26,7 @@ pub fn run(a: Args) -> Result<()> {
             spec.task.name()
         );
     }
-    let engine = load_engine(&config, a.model.as_deref())?;
+    let engine = load_engine(&config, a.prompts.model.as_deref())?;
     let Scoring::Labels(label_tokens) = run::scoring(&engine, &spec)? else {
         bail!("label scoring is on, so the task has label tokens");
     };

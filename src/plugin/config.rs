@@ -428,7 +428,7 @@ pub struct TrainSection {
     #[serde(default)]
     pub crf: super::crf::CrfTrainParams,
     #[serde(default)]
-    pub exit_heads: super::exit_heads_fit::ExitHeadsTrainParams,
+    pub exit_heads: LogisticTrainParams,
 }
 
 fn default_holdout() -> f64 {
@@ -443,7 +443,7 @@ impl Default for TrainSection {
             svm: SvmTrainParams::default(),
             logistic: LogisticTrainParams::default(),
             crf: super::crf::CrfTrainParams::default(),
-            exit_heads: super::exit_heads_fit::ExitHeadsTrainParams::default(),
+            exit_heads: LogisticTrainParams::default(),
         }
     }
 }

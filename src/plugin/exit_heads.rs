@@ -249,7 +249,8 @@ pub(crate) mod tests {
         let heads = small_heads();
         heads.save(&path).unwrap();
         assert_eq!(ExitHeads::load(&path).unwrap(), heads);
-        let cases: [(&str, fn(&mut ExitHeads)); 5] = [
+        type Damage = fn(&mut ExitHeads);
+        let cases: [(&str, Damage); 5] = [
             ("is not 2 × 2", |h| h.heads[0].weights[1].push(0.0)),
             ("not before the model's last block", |h| {
                 h.heads[1].layer = 4

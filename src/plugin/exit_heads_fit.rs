@@ -5,6 +5,7 @@
 //! in the file, so `train-heads` shows from which block the heads can be trusted at all.
 
 use super::classifier::TrainingPrompts;
+use super::config::LogisticTrainParams;
 use super::exit_heads::{rms_normalised, ExitHeads, LinearHead};
 use crate::engine::{Engine, Outputs};
 use crate::hook::{Decision, LayerHook, LayerView};
@@ -13,34 +14,6 @@ use linfa::prelude::*;
 use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
-use serde::{Deserialize, Serialize};
-
-/// `[train.exit_heads]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExitHeadsTrainParams {
-    /// L2 weight (linfa-logistic's `alpha`, on the summed loss).
-    #[serde(default = "default_alpha")]
-    pub alpha: f64,
-    #[serde(default = "default_max_iterations")]
-    pub max_iterations: u64,
-}
-
-fn default_alpha() -> f64 {
-    1.0
-}
-fn default_max_iterations() -> u64 {
-    200
-}
-
-impl Default for ExitHeadsTrainParams {
-    fn default() -> Self {
-        Self {
-            alpha: default_alpha(),
-            max_iterations: default_max_iterations(),
-        }
-    }
-}
 
 /// One prompt's dense pass: the normalised last-token hidden state after every block but the
 /// last, and the dense answer (an index into the label tokens).
@@ -113,7 +86,8 @@ pub struct HeadsSpec<'a> {
     pub label_tokens: Vec<u32>,
     pub holdout: f64,
     pub seed: u64,
-    pub params: ExitHeadsTrainParams,
+    /// `[train.exit_heads]`: the same settings as a logistic exit classifier's.
+    pub params: LogisticTrainParams,
 }
 
 /// Fit one head per block on the recorded prompts (a seeded `holdout` share left out and used
