@@ -71,4 +71,4 @@ run() { # name, extra serve args...
 }
 
 run dense --dense
-run adaptive --adaptive plugin-configs/smollm2-135m-instruct-sst2.toml
+run adaptive --adaptive plugin-configs/smollm2-135m-instruct-sst2-svm.toml

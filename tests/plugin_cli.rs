@@ -463,5 +463,21 @@ fn train_heads_then_calibrate_and_eval_with_them() {
         !ok && err.contains("score label_tokens") && err.contains("(sst2)"),
         "{err}"
     );
+    // Generated text would come from the LM head at a block the heads chose: refused.
+    let (ok, _, err) = adainfer(&[
+        "generate",
+        "--config",
+        &p(&calibrated),
+        "--mode",
+        "early_exit",
+        "--prompt",
+        "Q: hi\nA:",
+        "--max-tokens",
+        "2",
+    ]);
+    assert!(
+        !ok && err.contains("exit_heads") && err.contains("generation"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

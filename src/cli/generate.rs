@@ -68,7 +68,10 @@ pub(super) fn policy(
             FixedExit::new(layer, engine.model.num_layers())
                 .context("--draft-layer / [generation] fixed_layer")?,
         ),
-        (None, Some(c)) => Policy::Plugin(Box::new(AdaInfer::from_config(c, engine)?)),
+        (None, Some(c)) => {
+            c.refuse_exit_heads_for("generation")?;
+            Policy::Plugin(Box::new(AdaInfer::from_config(c, engine)?))
+        }
         (None, None) => Policy::None,
     })
 }

@@ -128,6 +128,22 @@ impl PluginConfig {
         Ok(Some(Arc::new(heads)))
     }
 
+    /// Refuse exit heads where text is generated (`generate`, `chat`, the server): a head scores
+    /// a task's label tokens only, so an exit it chose would emit the logit lens's token from a
+    /// block where the lens was never checked.
+    pub fn refuse_exit_heads_for(&self, what: &str) -> Result<()> {
+        match &self.features.exit_heads {
+            Some(heads) => bail!(
+                "{}: [features] exit_heads ({}) answer a classification task's label tokens; {what} \
+                 emits tokens from the LM head, which an exit the heads chose would read where the \
+                 lens was never checked. Use a config without exit_heads for {what}",
+                self.source.display(),
+                heads.display()
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// The feature extractor the config selects, reading the exit heads if it names any.
     pub fn feature_extractor(
         &self,

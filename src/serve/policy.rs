@@ -37,6 +37,7 @@ pub fn hooks_for(config: &EngineConfig, engine: &Engine) -> Result<Box<dyn HookF
         return Ok(Box::new(DenseOnly));
     };
     let plugin = PluginConfig::load(path, &config.adaptive.set)?;
+    plugin.refuse_exit_heads_for("the server")?;
     AdaInfer::from_config(&plugin, engine).with_context(|| {
         format!(
             "cannot build the default policy of plugin config {} for model {}",
