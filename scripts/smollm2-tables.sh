@@ -134,6 +134,17 @@ for task in sst2 agnews; do
     --check-limit 300 --check-traces "$T/check-$task-heads.json" --sweep-budgets $HEADS_BUDGETS \
     --plot "$out/$task-heads-budget-sweep.svg" --out "$T/$task-heads-gap.toml"
 done
+# The same at 10 shots (demo seed 0), where the lens oracle leaves the most (22.7% on dev).
+prompts="--shots 10 --seed 0 --label-scoring" heads=$T/sst2-10s0-exit-heads.json
+# shellcheck disable=SC2086
+[ -f "$heads" ] || run sst2-10shot-train-heads train-heads --config $GAP --model "$G" --task sst2 \
+  $prompts --limit 500 --out "$heads"
+# shellcheck disable=SC2086
+run sst2-10shot-heads-gap calibrate --config $GAP --model "$G" --task sst2 $prompts \
+  --set "features.exit_heads=$heads" --budget 0.01 --confidence 0.9 --limit 480 \
+  --thresholds $HEADS_GRID --min-layers 1 --traces "$T/cal-sst2-10s0-heads-0.json" \
+  --check-limit 300 --check-traces "$T/check-sst2-10s0-heads.json" --sweep-budgets $HEADS_BUDGETS \
+  --out "$T/sst2-10shot-heads-gap.toml"
 task=sst2 prompts=$(prompts_of sst2)
 # shellcheck disable=SC2086
 run sst2-heads-gap-2d calibrate --config $GAP --model "$G" --task sst2 $prompts \
