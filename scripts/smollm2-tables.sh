@@ -134,6 +134,15 @@ for task in sst2 agnews; do
     --check-limit 300 --check-traces "$T/check-$task-heads.json" --sweep-budgets $HEADS_BUDGETS \
     --plot "$out/$task-heads-budget-sweep.svg" --out "$T/$task-heads-gap.toml"
 done
+# More calibration prompts certify more: the SST-2 heads on the 1000 train prompts after the 960
+# the two runs above used.
+prompts=$(prompts_of sst2)
+# shellcheck disable=SC2086
+run sst2-heads-gap-1000 calibrate --config $GAP --model "$G" --task sst2 $prompts \
+  --set "features.exit_heads=$T/sst2-exit-heads.json" --budget 0.01 --confidence 0.9 --limit 1000 \
+  --offset 960 --thresholds $HEADS_GRID --min-layers 1 --traces "$T/cal-sst2-heads-960.json" \
+  --check-limit 300 --check-traces "$T/check-sst2-heads.json" --sweep-budgets $HEADS_BUDGETS \
+  --out "$T/sst2-heads-gap-1000.toml"
 # The same at 10 shots (demo seed 0), where the lens oracle leaves the most (22.7% on dev).
 prompts="--shots 10 --seed 0 --label-scoring" heads=$T/sst2-10s0-exit-heads.json
 # shellcheck disable=SC2086
