@@ -157,16 +157,8 @@ pub fn run(a: Args) -> Result<()> {
     }
     // Exit heads score the task's label tokens, so their features must read those tokens too.
     let config = match (config, run::scoring(&engine, &spec)?) {
-        (Some(c), adainfer::eval::ab::Scoring::Labels(ids))
-            if c.features.exit_heads.is_some() && c.features.label_tokens.is_none() =>
-        {
-            Some(adainfer::plugin::PluginConfig {
-                features: adainfer::plugin::config::FeaturesSection {
-                    label_tokens: Some(ids),
-                    ..c.features.clone()
-                },
-                ..c
-            })
+        (Some(c), adainfer::eval::ab::Scoring::Labels(ids)) if c.features.exit_heads.is_some() => {
+            Some(c.with_task_labels(&ids)?)
         }
         (c, _) => c,
     };

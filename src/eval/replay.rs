@@ -48,9 +48,9 @@ impl LayerHook for Recorder<'_> {
         let head = match self.scoring {
             Scoring::Labels(ids) => self
                 .features
-                .head_answer()
-                .filter(|a| a.ids == *ids)
-                .and_then(|a| a.top1()),
+                .head_probe()
+                .filter(|p| p.ids() == Some(ids.as_slice()))
+                .map(|p| p.top1()),
             Scoring::FullVocab => None,
         };
         let answer = match (head, self.scoring) {

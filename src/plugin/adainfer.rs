@@ -53,13 +53,12 @@ impl AdaInfer {
 
     /// The same config with another policy kind (eval arms, per-request overrides).
     pub fn for_policy(config: &PluginConfig, engine: &Engine, kind: &str) -> Result<Self> {
-        let heads = config.exit_heads(&engine.identity)?;
+        let features = config.feature_extractor(&engine.identity)?;
         if let Some(calibration) = &config.calibration {
             calibration
-                .check(&engine.identity, &config.features, heads.as_deref())
+                .check(&engine.identity, &config.features, features.exit_heads())
                 .with_context(|| format!("plugin config {}", config.source.display()))?;
         }
-        let features = config.feature_extractor(&engine.identity)?;
         let policy = build_policy(
             kind,
             config,
@@ -161,7 +160,7 @@ impl LayerHook for AdaInfer {
         let decision = self.judge(&row);
         if decision == Decision::Exit {
             if let Some(answer) = self.features.head_answer() {
-                view.answer_with(answer.clone());
+                view.answer_with(answer);
             }
         }
         Ok(decision)

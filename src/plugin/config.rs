@@ -162,7 +162,8 @@ impl PluginConfig {
     pub fn with_task_labels(mut self, ids: &[u32]) -> Result<Self> {
         match &self.features.label_tokens {
             None => {
-                println!("features over the task's label tokens {ids:?} (the config named none)");
+                // A note, not output: eval's stdout may be JSON.
+                eprintln!("features over the task's label tokens {ids:?} (the config named none)");
                 self.features.label_tokens = Some(ids.to_vec());
             }
             Some(own) if own.as_slice() != ids => bail!(

@@ -102,8 +102,8 @@ pub struct FeatureExtractor {
     streak: usize,
     previous_probs: Option<Vec<f32>>,
     heads: Option<Arc<ExitHeads>>,
-    /// The exit head's answer at the last extracted block, if it has one.
-    head_answer: Option<ExitAnswer>,
+    /// The exit head's distribution at the last extracted block, if it has a head there.
+    head_probe: Option<Probe>,
 }
 
 impl FeatureExtractor {
@@ -130,7 +130,7 @@ impl FeatureExtractor {
             streak: 0,
             previous_probs: None,
             heads: None,
-            head_answer: None,
+            head_probe: None,
         })
     }
 
@@ -148,10 +148,24 @@ impl FeatureExtractor {
         Ok(self)
     }
 
-    /// The exit head's answer after the block last extracted (`None` where there is no head:
-    /// the LM head answers there).
-    pub fn head_answer(&self) -> Option<&ExitAnswer> {
-        self.head_answer.as_ref()
+    /// The exit heads the features read, if any.
+    pub fn exit_heads(&self) -> Option<&ExitHeads> {
+        self.heads.as_deref()
+    }
+
+    /// The exit head's distribution after the block last extracted (`None` where there is no
+    /// head: the LM head answers there).
+    pub fn head_probe(&self) -> Option<&Probe> {
+        self.head_probe.as_ref()
+    }
+
+    /// [`Self::head_probe`] as the answer a hook gives at its exit.
+    pub fn head_answer(&self) -> Option<ExitAnswer> {
+        let probe = self.head_probe.as_ref()?;
+        Some(ExitAnswer {
+            ids: probe.ids()?.to_vec(),
+            logits: probe.logits().to_vec(),
+        })
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -168,7 +182,7 @@ impl FeatureExtractor {
         self.previous_top1 = None;
         self.streak = 0;
         self.previous_probs = None;
-        self.head_answer = None;
+        self.head_probe = None;
     }
 
     pub fn extract(&mut self, view: &mut LayerView<'_>) -> Result<FeatureRow> {
@@ -198,16 +212,14 @@ impl FeatureExtractor {
             0.0
         };
         let (layer, num_layers) = (view.number(), view.num_layers);
-        self.head_answer = match &self.heads {
-            Some(heads) => heads.answer(layer, &LayerView::last_token(view.hidden)?),
+        self.head_probe = match &self.heads {
+            Some(heads) => heads
+                .answer(layer, &LayerView::last_token(view.hidden)?)
+                .map(|a| Probe::from_logits(Some(a.ids), a.logits)),
             None => None,
         };
-        let from_head;
-        let probe = match (&self.head_answer, &self.label_tokens) {
-            (Some(a), _) => {
-                from_head = Probe::from_logits(Some(a.ids.clone()), a.logits.clone());
-                &from_head
-            }
+        let probe = match (&self.head_probe, &self.label_tokens) {
+            (Some(p), _) => p,
             (None, Some(ids)) => view.probe_tokens(ids)?,
             (None, None) => view.probe()?,
         };
