@@ -5,6 +5,7 @@
 //! ```
 
 mod adainfer;
+mod calibration_record;
 pub mod classifier;
 pub mod config;
 pub mod crf;
@@ -13,6 +14,7 @@ pub mod exit_heads_fit;
 pub mod features;
 pub mod lens;
 mod overrides;
+mod train_config;
 pub mod policy;
 pub mod training;
 
