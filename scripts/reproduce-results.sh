@@ -84,6 +84,8 @@ run eval-smollm2-sst2-baselines-bi3 eval --config $S --model "$G" --task sst2 --
   --set policy.unified_skip.target_speedup=1.2
 run eval-smollm2-agnews-certified eval --config plugin-configs/smollm2-135m-instruct-agnews.toml --model "$G" \
   --task agnews --limit 300 --arms dense,adaptive,oracle
+run eval-smollm2-sst2-chat-certified eval --config plugin-configs/smollm2-135m-instruct-sst2-chat.toml \
+  --model "$G" --task sst2 --limit 300 --arms dense,adaptive,oracle
 # GGUF speed against llama.cpp (its llama-bench, built by ../shared/tools) and mistral.rs (#11 item 5).
 LB="$(../shared/tools/build-llama-cpp.sh | tail -1)/llama-bench"
 run bench-smollm2-gguf-llama-cpp bench --model "$G" --llama-bench "$LB" --no-mistralrs

@@ -159,6 +159,18 @@ run sst2-heads-gap-fine calibrate --config $GAP --model "$G" --task sst2 $prompt
   --offset 1960 --thresholds $HEADS_FINE_GRID --min-layers 1 --traces "$T/cal-sst2-heads-1960.json" \
   --check-limit 300 --check-traces "$T/check-sst2-heads.json" --sweep-budgets $HEADS_BUDGETS \
   --plot "$out/sst2-heads-budget-sweep.svg" --out "$T/sst2-heads-gap-fine.toml"
+# SST-2 in the chat template (5 demonstrations as earlier turns, demo seed 2: the one chat setting
+# where this model is competent): heads from 1000 prompts, the rule certified on the next 1000.
+prompts="--shots 5 --seed 2 --prompt-format chat --label-scoring" heads=$T/sst2-chat-exit-heads.json
+# shellcheck disable=SC2086
+[ -f "$heads" ] || run sst2-chat-train-heads train-heads --config $GAP --model "$G" --task sst2 \
+  $prompts --limit 1000 --out "$heads"
+# shellcheck disable=SC2086
+run sst2-chat-heads-gap calibrate --config $GAP --model "$G" --task sst2 $prompts \
+  --set "features.exit_heads=$heads" --budget 0.01 --confidence 0.9 --limit 1000 \
+  --thresholds $HEADS_FINE_GRID --min-layers 1 --traces "$T/cal-sst2-chat-heads-0.json" \
+  --check-limit 300 --check-traces "$T/check-sst2-chat-heads.json" --sweep-budgets $HEADS_BUDGETS \
+  --plot "$out/sst2-chat-heads-budget-sweep.svg" --out "$T/sst2-chat-heads-gap.toml"
 # The same at 10 shots (demo seed 0), where the lens oracle leaves the most (22.7% on dev).
 prompts="--shots 10 --seed 0 --label-scoring" heads=$T/sst2-10s0-exit-heads.json
 # shellcheck disable=SC2086
@@ -170,6 +182,13 @@ run sst2-10shot-heads-gap calibrate --config $GAP --model "$G" --task sst2 $prom
   --thresholds $HEADS_GRID --min-layers 1 --traces "$T/cal-sst2-10s0-heads-0.json" \
   --check-limit 300 --check-traces "$T/check-sst2-10s0-heads.json" --sweep-budgets $HEADS_BUDGETS \
   --out "$T/sst2-10shot-heads-gap.toml"
+# And over the finer grid on the 1000 train prompts after those 480 (not shipped: see the README).
+# shellcheck disable=SC2086
+run sst2-10shot-heads-gap-fine calibrate --config $GAP --model "$G" --task sst2 $prompts \
+  --set "features.exit_heads=$heads" --budget 0.01 --confidence 0.9 --limit 1000 --offset 480 \
+  --thresholds $HEADS_FINE_GRID --min-layers 1 --traces "$T/cal-sst2-10s0-heads-480.json" \
+  --check-limit 300 --check-traces "$T/check-sst2-10s0-heads.json" --sweep-budgets $HEADS_BUDGETS \
+  --out "$T/sst2-10shot-heads-gap-fine.toml"
 task=sst2 prompts=$(prompts_of sst2)
 # shellcheck disable=SC2086
 run sst2-heads-gap-2d calibrate --config $GAP --model "$G" --task sst2 $prompts \

@@ -236,6 +236,7 @@ fn every_shipped_config_runs_on_its_model() {
             "gap_threshold",
             "gap_threshold",
             "gap_threshold",
+            "gap_threshold",
             "logistic",
             "svm",
             "svm",
