@@ -404,7 +404,10 @@ fn calibrate_fits_per_layer_thresholds_and_adopts_the_task_labels() {
     ]);
     assert!(ok, "{err}");
     // The adoption is a note on stderr (stdout may be a JSON report).
-    assert!(err.contains("features over the task's label tokens"), "{err}");
+    assert!(
+        err.contains("features over the task's label tokens"),
+        "{err}"
+    );
     assert!(stdout.contains("| per layer, risk 0.5 ("), "{stdout}");
     // 20 selection prompts cannot show a 1% risk at any block: that rule would be dense, and an
     // empty list must not turn into "exit anywhere at the config's threshold".

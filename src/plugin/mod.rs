@@ -14,8 +14,8 @@ pub mod exit_heads_fit;
 pub mod features;
 pub mod lens;
 mod overrides;
-mod train_config;
 pub mod policy;
+mod train_config;
 pub mod training;
 
 pub use adainfer::{AdaInfer, ExitStats};
