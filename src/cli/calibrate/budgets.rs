@@ -15,23 +15,22 @@ use anyhow::Result;
 use std::path::Path;
 
 /// The dense passes of `prepared`, read from `file` when it exists (and was recorded on these
-/// prompts), else recorded, and written to `file` when one is named.
+/// prompts, through the exit heads of fingerprint `heads`), else recorded, and written to `file`
+/// when one is named.
 pub(super) fn traces_for(
     engine: &Engine,
     config: &PluginConfig,
+    heads: Option<&str>,
     prepared: &run::Prepared,
     file: Option<&Path>,
 ) -> Result<Vec<PromptTrace>> {
-    let heads = config
-        .exit_heads(&engine.identity)?
-        .map(|h| h.fingerprint());
     if let Some(path) = file.filter(|p| p.exists()) {
         let traces = trace_file::load(
             path,
             &engine.identity,
             &prepared.scoring,
             &config.features.names,
-            heads.as_deref(),
+            heads,
             &prepared.cases,
         )?;
         println!(
@@ -50,7 +49,7 @@ pub(super) fn traces_for(
             &engine.identity,
             &prepared.scoring,
             &config.features.names,
-            heads.as_deref(),
+            heads,
             &prepared.cases,
             &traces,
         )?;
@@ -73,11 +72,12 @@ pub(super) fn check_prompts(
     a: &Args,
     engine: &Engine,
     config: &PluginConfig,
+    heads: Option<&str>,
     limit: usize,
 ) -> Result<Check> {
     let spec = a.task.spec("test", Some(limit), None)?;
     let prepared = run::prepare(engine, &spec)?;
-    let traces = traces_for(engine, config, &prepared, a.check_traces.as_deref())?;
+    let traces = traces_for(engine, config, heads, &prepared, a.check_traces.as_deref())?;
     let gold: Vec<Option<u32>> = prepared.cases.iter().map(|c| c.gold).collect();
     let dense = dense(&traces, &gold);
     let oracle = oracle(&traces, &gold);

@@ -300,6 +300,10 @@ pub fn run(a: Args) -> Result<()> {
         Scoring::Labels(ids) => config.with_task_labels(ids)?,
         Scoring::FullVocab => config,
     };
+    // The heads, checked against the model and labels once; recordings and the record name them.
+    let heads = config
+        .exit_heads(&engine.identity)?
+        .map(|h| h.fingerprint());
     let n = prepared.cases.len();
     // Many-parameter rules: the front is picked on one half and only the other half tests it.
     let two_parameter = min_layers.len() > 1 || !risks.is_empty();
@@ -322,7 +326,13 @@ pub fn run(a: Args) -> Result<()> {
             if two_parameter { ", and two-parameter rules test on half of --limit" } else { "" },
         );
     }
-    let traces = traces_for(&engine, &config, &prepared, a.traces.as_deref())?;
+    let traces = traces_for(
+        &engine,
+        &config,
+        heads.as_deref(),
+        &prepared,
+        a.traces.as_deref(),
+    )?;
     let mut candidates = Vec::new();
     for &min_layer in &min_layers {
         for &threshold in &thresholds {
@@ -448,7 +458,13 @@ pub fn run(a: Args) -> Result<()> {
         budgets.dedup();
         let choices = walk_budgets(&trials, &budgets, delta, layers_at);
         let check = match a.check_limit {
-            Some(limit) => Some(check_prompts(&a, &engine, &config, limit)?),
+            Some(limit) => Some(check_prompts(
+                &a,
+                &engine,
+                &config,
+                heads.as_deref(),
+                limit,
+            )?),
             None => None,
         };
         let gold: Vec<Option<u32>> = prepared.cases.iter().map(|c| c.gold).collect();
@@ -491,9 +507,7 @@ pub fn run(a: Args) -> Result<()> {
         label_scoring: spec.label_scoring,
         features: config.features.names.clone(),
         label_tokens: config.features.label_tokens.clone(),
-        exit_heads: config
-            .exit_heads(&engine.identity)?
-            .map(|h| h.fingerprint()),
+        exit_heads: heads,
         policy: kind.clone(),
         epsilon,
         delta,
