@@ -210,6 +210,45 @@ fn smollm2_generates_a_chat_answer() {
     assert!(text.contains("Paris"), "{text:?} ({:?})", g.tokens);
 }
 
+/// Lossless verification rests on this: a pass of several rows (drafts being verified) gives
+/// each row the logits, to the bit, that decoding it alone gives — the quantized matmuls and
+/// the few-row attention compute a row the same way whatever rows sit beside it.
+#[test]
+fn smollm2_rows_verified_together_get_the_bits_they_get_alone() {
+    let engine = Engine::load(&smollm2(), &LoadOptions::default()).unwrap();
+    let model = &engine.model;
+    let prompt = engine
+        .encode("The Normans were the people who in the 10th and 11th centuries gave")
+        .unwrap();
+    let next = engine
+        .encode(" their name to Normandy, a region in France.")
+        .unwrap();
+    let mut cache = model.new_cache();
+    model
+        .forward(&prompt, &mut cache, None, Outputs::LastToken)
+        .unwrap();
+    let start = cache.seq_len();
+    let mut alone = Vec::new();
+    for &t in &next[..7] {
+        let pass = model.forward(&[t], &mut cache, None, Outputs::LastToken);
+        alone.push(pass.unwrap().last_logits().unwrap());
+    }
+    for rows in 2..=7 {
+        cache.truncate(start);
+        let pass = model
+            .forward(&next[..rows], &mut cache, None, Outputs::AllTokens)
+            .unwrap();
+        let together = pass.logits.to_vec2::<f32>().unwrap();
+        for (r, logits) in together.iter().enumerate() {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(
+                bits(logits) == bits(&alone[r]),
+                "row {r} of a {rows}-row pass differs from decoding it alone"
+            );
+        }
+    }
+}
+
 fn load_error(path: &Path) -> String {
     format!(
         "{:#}",

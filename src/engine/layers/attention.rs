@@ -2,6 +2,7 @@
 //! q/k norms (Gemma 3), rotary or no positions (OPT adds learned ones to the embedding), the
 //! score scale, a sliding window, and grouped-query heads.
 
+use super::attention_rows::{self, RowsShape};
 use super::linear::{matmul, stack_linear, Linear};
 use super::norm::Norm;
 use crate::engine::kv_cache::LayerKv;
@@ -132,6 +133,17 @@ impl Attention {
         let kv_width = qkv.dim(2)? - q_width;
         let (k, v) = self.split_kv(&qkv.narrow(2, q_width, kv_width)?, offset)?;
         let (k, v) = kv.append(&k, &v)?;
+        let rows_shape = RowsShape {
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            offset,
+            window: self.window,
+            scale: self.scale as f32,
+        };
+        if let Some(out) = attention_rows::attend(&q, &k, &v, rows_shape)? {
+            return Ok(self.o_proj.forward(&out)?);
+        }
         let total = k.dim(2)?;
 
         // Grouped-query attention without copying K/V: the query heads that share a KV head

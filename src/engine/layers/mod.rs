@@ -3,6 +3,7 @@
 //! family; `arch/` says which parts each family uses and where its weights are.
 
 pub(crate) mod attention;
+pub(crate) mod attention_rows;
 pub(crate) mod block;
 pub(crate) mod embedding;
 pub(crate) mod head;
