@@ -66,6 +66,9 @@ pub struct Args {
     format: String,
 }
 
+/// Timings per row count behind the verification-cost table (its median).
+const COST_REPEATS: usize = 21;
+
 /// A random-weight model directory that removes itself.
 struct TempModel(PathBuf);
 
@@ -171,13 +174,13 @@ pub fn run(a: Args) -> Result<()> {
     };
     let mut costs = Vec::new();
     if cost_rows > 0 {
-        costs = verify_costs(&engine.model, &sets[0].2[0], cost_rows, 7)?;
+        costs = verify_costs(&engine.model, &sets[0].2[0], cost_rows, COST_REPEATS)?;
         if a.format == "json" {
             json.insert("verify_costs".into(), serde_json::to_value(&costs)?);
         } else {
             println!(
-                "{name}: one full-model pass of N rows after a {}-token prompt (median of 7), \
-                 against one row\n\n{}",
+                "{name}: one full-model pass of N rows after a {}-token prompt (median of \
+                 {COST_REPEATS}, row counts taking turns), against one row\n\n{}",
                 sets[0].2[0].len(),
                 verify_cost_table(&costs)
             );

@@ -10,9 +10,11 @@
 //! back past the rejected drafts. The blocks a draft ran are exact (they attended to exact
 //! entries), so verification reuses them instead of recomputing.
 //!
-//! Greedy output equals dense decoding token for token (up to float rounding between batched
-//! and single-row matmuls); sampled output follows the dense distribution through the standard
-//! accept/reject rule ([`accept_or_resample`]).
+//! Greedy output equals dense decoding token for token: on quantized (GGUF) weights a pass of up
+//! to 8 rows computes each row to the bit as decoding it alone (the quantized matmuls and the
+//! few-row attention are row-independent); on f32 / bf16 weights the batched matmul may round a
+//! row differently in the last bit. Sampled output follows the dense distribution through the
+//! standard accept/reject rule ([`accept_or_resample`]).
 
 use super::generate::{check_request, FinishReason, Generation, GenerationParams};
 use super::kv_cache::KvCache;

@@ -228,7 +228,9 @@ pub struct VerifyCost {
 }
 
 /// Time passes of 1..=`max_rows` rows after `prompt` (each `repeats` times, median), rolling the
-/// cache back after each: the price of verifying `rows − 1` drafts in one pass.
+/// cache back after each: the price of verifying `rows − 1` drafts in one pass. The row counts
+/// take turns (1, 2, …, max, 1, 2, …) so a machine that slows down or speeds up mid-run moves
+/// every count alike instead of skewing their ratios.
 pub fn verify_costs(
     model: &DecoderModel,
     prompt: &[u32],
@@ -241,20 +243,24 @@ pub fn verify_costs(
     let mut cache = model.new_cache();
     model.forward(prompt, &mut cache, None, Outputs::LastToken)?;
     let start = cache.seq_len();
-    let mut medians = Vec::with_capacity(max_rows);
-    for rows in 1..=max_rows {
-        let tokens = &prompt[prompt.len() - rows..];
-        let mut times = Vec::with_capacity(repeats);
-        for _ in 0..repeats.max(1) {
+    let mut times = vec![Vec::with_capacity(repeats.max(1)); max_rows];
+    for _ in 0..repeats.max(1) {
+        for (i, samples) in times.iter_mut().enumerate() {
+            let tokens = &prompt[prompt.len() - (i + 1)..];
             let t = Instant::now();
             let pass = model.forward(tokens, &mut cache, None, Outputs::AllTokens)?;
             pass.logits.to_vec2::<f32>()?;
-            times.push(t.elapsed().as_secs_f64());
+            samples.push(t.elapsed().as_secs_f64());
             cache.truncate(start);
         }
-        times.sort_by(f64::total_cmp);
-        medians.push(times[times.len() / 2]);
     }
+    let medians: Vec<f64> = times
+        .iter_mut()
+        .map(|samples| {
+            samples.sort_by(f64::total_cmp);
+            samples[samples.len() / 2]
+        })
+        .collect();
     Ok(medians
         .iter()
         .enumerate()
