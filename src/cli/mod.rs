@@ -108,6 +108,10 @@ pub struct GenerationFlags {
     /// config's, else 0 (off).
     #[arg(long)]
     pub draft_confidence: Option<f32>,
+    /// Layer drafts: adapt the confidence bar (starting at --draft-confidence) to keep this
+    /// request's running acceptance near this target. Default: the config's, else 0 (off).
+    #[arg(long)]
+    pub draft_target_acceptance: Option<f32>,
     /// What drafts in self_speculative mode: layers (the model's shallow passes, depth from the
     /// policy), prompt_lookup (tokens that followed the last n-gram in the context) or auto
     /// (prompt lookup, drafting only as much as this request's measurements say pays).
@@ -130,6 +134,9 @@ impl GenerationFlags {
         spec.fixed_layer = self.draft_layer.or(spec.fixed_layer);
         spec.draft.tokens = self.draft_tokens.unwrap_or(spec.draft.tokens);
         spec.draft.min_confidence = self.draft_confidence.unwrap_or(spec.draft.min_confidence);
+        spec.draft.target_acceptance = self
+            .draft_target_acceptance
+            .unwrap_or(spec.draft.target_acceptance);
         spec.draft.source = self.draft_source.unwrap_or(spec.draft.source);
         spec.draft.ngram = self.draft_ngram.unwrap_or(spec.draft.ngram);
         spec

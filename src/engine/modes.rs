@@ -107,6 +107,10 @@ impl ModeSpec {
                 self.draft.source.name(),
                 self.draft.tokens
             ),
+            Mode::SelfSpeculative if self.draft.target_acceptance > 0.0 => format!(
+                "self_speculative/k={}/c={}/a={}",
+                self.draft.tokens, self.draft.min_confidence, self.draft.target_acceptance
+            ),
             Mode::SelfSpeculative if self.draft.min_confidence > 0.0 => format!(
                 "self_speculative/k={}/c={}",
                 self.draft.tokens, self.draft.min_confidence

@@ -139,6 +139,11 @@ pub struct DraftSettings {
     /// temperature 1) is below this: a draft that unsure is likely rejected, and so would every
     /// draft after it. 0 = always draft `tokens`.
     pub min_confidence: f32,
+    /// Layer drafts: when above 0, the confidence bar adapts within a request, as Draft &
+    /// Verify's adaptive draft exiting does: it starts at `min_confidence`, rises after a round
+    /// that leaves the running acceptance below this target (fewer, surer drafts) and falls
+    /// after one that leaves it above (longer drafts). 0 = the bar stays where it is.
+    pub target_acceptance: f32,
     /// Prompt lookup: the longest n-gram matched (longest first, down to one token).
     pub ngram: usize,
 }
@@ -162,6 +167,7 @@ impl DraftSettings {
             source: DraftSource::Layers,
             tokens,
             min_confidence: 0.0,
+            target_acceptance: 0.0,
             ngram: 3,
         }
     }
@@ -179,6 +185,12 @@ impl DraftSettings {
                 self.min_confidence
             );
         }
+        if !(0.0..1.0).contains(&self.target_acceptance) {
+            bail!(
+                "draft target acceptance must be in [0, 1), got {}",
+                self.target_acceptance
+            );
+        }
         if !(1..=MAX_NGRAM).contains(&self.ngram) {
             bail!(
                 "draft ngram must be between 1 and {MAX_NGRAM}, got {}",
@@ -186,6 +198,47 @@ impl DraftSettings {
             );
         }
         Ok(())
+    }
+}
+
+/// The confidence a layer draft needs for drafting to go on: fixed, or adapted to keep this
+/// request's running acceptance near a target ([`DraftSettings::target_acceptance`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfidenceBar {
+    pub bar: f32,
+    target: f32,
+    /// Running acceptance (drafts kept / drafted per round, each new round weighted
+    /// `Self::LEARN`), starting at the target.
+    acceptance: f32,
+}
+
+impl ConfidenceBar {
+    /// How far the bar moves after a round.
+    pub const STEP: f32 = 0.05;
+    const LEARN: f32 = 0.3;
+    /// Never so strict that no draft passes.
+    const HIGHEST: f32 = 0.99;
+
+    pub fn new(draft: &DraftSettings) -> Self {
+        Self {
+            bar: draft.min_confidence,
+            target: draft.target_acceptance,
+            acceptance: draft.target_acceptance,
+        }
+    }
+
+    /// After a round that kept `kept` of `drafted` drafts.
+    pub fn update(&mut self, drafted: usize, kept: usize) {
+        if self.target <= 0.0 || drafted == 0 {
+            return;
+        }
+        let rate = kept as f32 / drafted as f32;
+        self.acceptance += Self::LEARN * (rate - self.acceptance);
+        self.bar = if self.acceptance < self.target {
+            (self.bar + Self::STEP).min(Self::HIGHEST)
+        } else {
+            (self.bar - Self::STEP).max(0.0)
+        };
     }
 }
 
@@ -266,6 +319,7 @@ pub fn generate_self_speculative(
     let mut backlog = Backlog::default();
     // (token, depth of the pass that proposed it) settled by the last round.
     let mut settled = vec![(next, n)];
+    let mut bar = ConfidenceBar::new(draft);
     'generation: loop {
         for &(t, depth) in &settled {
             if params.stop_tokens.contains(&t) {
@@ -301,7 +355,7 @@ pub fn generate_self_speculative(
             if let Some(done) = &pass.completed {
                 record_logits(model, done, round_start, &mut dense)?;
             }
-            unsure = confidence(&pass.logits) < draft.min_confidence;
+            unsure = confidence(&pass.logits) < bar.bar;
             let q = sampler.distribution(&pass.logits);
             feed = sampler.draw(&q);
             drafts.push((feed, q, pass.depth));
@@ -338,6 +392,7 @@ pub fn generate_self_speculative(
         out.rounds += 1;
         out.drafted += drafts.len();
         out.accepted += settled.len();
+        bar.update(drafts.len(), settled.len());
         next = match correction {
             Some(t) => t,
             None => sampler.sample(dense_at(drafts.len())?),

@@ -3,7 +3,9 @@
 use super::early_exit::FixedExit;
 use super::generate::{generate_dense, FinishReason, GenerationParams};
 use super::sampling::{Sampler, SamplingParams};
-use super::speculative::{accept_or_resample, generate_self_speculative, DraftSettings, Verdict};
+use super::speculative::{
+    accept_or_resample, generate_self_speculative, ConfidenceBar, DraftSettings, Verdict,
+};
 use super::synthetic::SyntheticSpec;
 use crate::hook::{Decision, LayerHook, LayerView, PassInfo, SkipPlan};
 use anyhow::Result;
@@ -101,6 +103,19 @@ fn greedy_speculative_equals_dense_for_every_draft_depth_and_length() {
             .unwrap();
         assert_eq!(spec.generation.tokens, dense.tokens);
         assert!(spec.drafted <= spec.rounds, "at most one draft per round");
+        // A bar that adapts to the running acceptance changes how much is drafted, never the text.
+        let adaptive = DraftSettings {
+            min_confidence: 0.2,
+            target_acceptance: 0.9,
+            ..DraftSettings::fixed(6)
+        };
+        let spec =
+            generate_self_speculative(&model, prompt, &p, &mut hook, &adaptive, |_, _| Ok(()))
+                .unwrap();
+        assert_eq!(
+            spec.generation.tokens, dense.tokens,
+            "adaptive confidence bar"
+        );
         let mut hook = WanderingExit { pass: 0 };
         let spec = generate_self_speculative(
             &model,
@@ -239,4 +254,52 @@ fn zero_draft_tokens_is_an_error() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("draft tokens"), "{e}");
+}
+
+#[test]
+fn the_confidence_bar_chases_the_target_acceptance() {
+    let fixed = DraftSettings {
+        min_confidence: 0.4,
+        ..DraftSettings::fixed(4)
+    };
+    let mut bar = ConfidenceBar::new(&fixed);
+    bar.update(4, 0);
+    assert_eq!(bar.bar, 0.4, "no target: the bar stays");
+    let adaptive = DraftSettings {
+        target_acceptance: 0.5,
+        ..fixed
+    };
+    let mut bar = ConfidenceBar::new(&adaptive);
+    // Every draft rejected: the running acceptance drops below 0.5, so the bar rises.
+    bar.update(4, 0);
+    assert!((bar.bar - 0.45).abs() < 1e-6, "{}", bar.bar);
+    bar.update(0, 0);
+    assert!(
+        (bar.bar - 0.45).abs() < 1e-6,
+        "a round without drafts says nothing"
+    );
+    // Rounds that keep everything pull the acceptance back above the target: the bar falls.
+    let before = bar.bar;
+    for _ in 0..3 {
+        bar.update(4, 4);
+    }
+    assert!(bar.bar < before, "{} !< {before}", bar.bar);
+    // Bounded: never below 0, never so high that nothing passes.
+    for _ in 0..40 {
+        bar.update(4, 4);
+    }
+    assert_eq!(bar.bar, 0.0);
+    for _ in 0..40 {
+        bar.update(4, 0);
+    }
+    assert!(bar.bar < 1.0 && bar.bar >= 0.95, "{}", bar.bar);
+    let bad = DraftSettings {
+        target_acceptance: 1.0,
+        ..fixed
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("target acceptance"));
 }

@@ -68,9 +68,18 @@ pub fn parse_modes(list: &str, kv_fill: KvFill, draft: DraftSettings) -> Result<
                                 format!("mode {item:?}: c must be a number in [0, 1], got {c:?}")
                             })?
                     }
+                    (Mode::SelfSpeculative, Some(("a", a))) => {
+                        spec.draft.target_acceptance = a
+                            .parse()
+                            .ok()
+                            .filter(|a| (0.0..1.0).contains(a))
+                            .with_context(|| {
+                                format!("mode {item:?}: a must be a number in [0, 1), got {a:?}")
+                            })?
+                    }
                     _ => bail!(
                         "mode {item:?}: unknown setting {detail:?} (early_exit/FILL, \
-                         self_speculative[/SOURCE]/k=N/c=X; dense takes none)"
+                         self_speculative[/SOURCE]/k=N/c=X/a=X; dense takes none)"
                     ),
                 }
             }
