@@ -126,6 +126,12 @@ run decode-smollm2-layer-drafts-adaptive bench-decode \
   --max-tokens 96 --draft-layer 24 \
   --modes dense,self_speculative/layers/k=3,self_speculative/layers/k=6/c=0.5,self_speculative/layers/k=6/c=0.5/a=0.5,self_speculative/layers/k=6/c=0.5/a=0.7
 
+# Layer drafts whose head scores only the vocabulary's first ids (FR-Spec-style, #16 item 3).
+run decode-smollm2-layer-drafts-vocab bench-decode \
+  --config plugin-configs/smollm2-135m-instruct-speculative.toml --workloads all --prompts 8 \
+  --max-tokens 96 --draft-layer 24 \
+  --modes dense,self_speculative/layers/k=3,self_speculative/layers/k=6/c=0.5/a=0.7,self_speculative/layers/k=6/c=0.5/a=0.7/v=16384,self_speculative/layers/k=6/c=0.5/a=0.7/v=8192
+
 # Generation modes (#5), one thread so the per-token work is what is compared.
 export RAYON_NUM_THREADS=1
 run decode-task-block1 bench-decode --model models/tiny-llama-sst2-agnews --draft-layer 1 \

@@ -112,6 +112,10 @@ pub struct GenerationFlags {
     /// request's running acceptance near this target. Default: the config's, else 0 (off).
     #[arg(long)]
     pub draft_target_acceptance: Option<f32>,
+    /// Layer drafts: score only the vocabulary's first N tokens at the draft's exit (FR-Spec);
+    /// verification keeps the full head. Default: the config's, else 0 (the full head).
+    #[arg(long)]
+    pub draft_vocab: Option<usize>,
     /// What drafts in self_speculative mode: layers (the model's shallow passes, depth from the
     /// policy), prompt_lookup (tokens that followed the last n-gram in the context) or auto
     /// (prompt lookup, drafting only as much as this request's measurements say pays).
@@ -137,6 +141,7 @@ impl GenerationFlags {
         spec.draft.target_acceptance = self
             .draft_target_acceptance
             .unwrap_or(spec.draft.target_acceptance);
+        spec.draft.vocab = self.draft_vocab.unwrap_or(spec.draft.vocab);
         spec.draft.source = self.draft_source.unwrap_or(spec.draft.source);
         spec.draft.ngram = self.draft_ngram.unwrap_or(spec.draft.ngram);
         spec

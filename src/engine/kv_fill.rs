@@ -9,6 +9,7 @@
 //!   [`Backlog`] and runs those positions through the missing blocks together with the next
 //!   token that reaches them (exact: every entry equals the dense cache's once filled).
 
+use super::draft_head::DraftHead;
 use super::kv_cache::KvCache;
 use super::model::{DecoderModel, ExitRecord};
 use crate::hook::{Decision, LayerHook, LayerView, PassInfo};
@@ -163,8 +164,22 @@ pub fn step(
     tokens: &[u32],
     cache: &mut KvCache,
     backlog: &mut Backlog,
+    hook: Option<&mut dyn LayerHook>,
+    fill: KvFill,
+) -> Result<StepOutput> {
+    step_with_draft_head(model, tokens, cache, backlog, hook, fill, None)
+}
+
+/// [`step`], where a pass that exits early scores its last token with `draft_head` (a
+/// vocabulary subset) instead of the full head, unless the hook already probed the full one.
+pub fn step_with_draft_head(
+    model: &DecoderModel,
+    tokens: &[u32],
+    cache: &mut KvCache,
+    backlog: &mut Backlog,
     mut hook: Option<&mut dyn LayerHook>,
     fill: KvFill,
+    draft_head: Option<&DraftHead>,
 ) -> Result<StepOutput> {
     let n = model.num_layers();
     let seq = tokens.len();
@@ -243,13 +258,11 @@ pub fn step(
         }
     }
     let rows = x.dim(1)?;
-    let logits = match exit_logits {
-        Some(l) => l,
-        None => model
-            .head()
-            .logits(&x.i((0, rows - 1..rows))?)?
-            .squeeze(0)?
-            .to_vec1()?,
+    let last = x.i((0, rows - 1..rows))?;
+    let logits = match (exit_logits, draft_head) {
+        (Some(l), _) => l,
+        (None, Some(draft)) if exit.is_some() => draft.logits(&last)?,
+        (None, _) => model.head().logits(&last)?.squeeze(0)?.to_vec1()?,
     };
     let completed = match &exit {
         None => Some(Completed {

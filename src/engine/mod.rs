@@ -8,6 +8,7 @@
 pub mod arch;
 pub mod chat;
 pub mod config;
+pub mod draft_head;
 pub mod early_exit;
 #[cfg(test)]
 mod early_exit_tests;

@@ -107,15 +107,20 @@ impl ModeSpec {
                 self.draft.source.name(),
                 self.draft.tokens
             ),
-            Mode::SelfSpeculative if self.draft.target_acceptance > 0.0 => format!(
-                "self_speculative/k={}/c={}/a={}",
-                self.draft.tokens, self.draft.min_confidence, self.draft.target_acceptance
-            ),
-            Mode::SelfSpeculative if self.draft.min_confidence > 0.0 => format!(
-                "self_speculative/k={}/c={}",
-                self.draft.tokens, self.draft.min_confidence
-            ),
-            Mode::SelfSpeculative => format!("self_speculative/k={}", self.draft.tokens),
+            Mode::SelfSpeculative => {
+                let d = &self.draft;
+                let mut label = format!("self_speculative/k={}", d.tokens);
+                if d.min_confidence > 0.0 {
+                    label += &format!("/c={}", d.min_confidence);
+                }
+                if d.target_acceptance > 0.0 {
+                    label += &format!("/a={}", d.target_acceptance);
+                }
+                if d.vocab > 0 {
+                    label += &format!("/v={}", d.vocab);
+                }
+                label
+            }
         }
     }
 }

@@ -16,9 +16,10 @@
 //! row differently in the last bit. Sampled output follows the dense distribution through the
 //! standard accept/reject rule ([`accept_or_resample`]).
 
+use super::draft_head::DraftHead;
 use super::generate::{check_request, FinishReason, Generation, GenerationParams};
 use super::kv_cache::KvCache;
-use super::kv_fill::{step, Backlog, Completed, KvFill};
+use super::kv_fill::{step, step_with_draft_head, Backlog, Completed, KvFill};
 use super::model::{DecoderModel, Outputs};
 use super::modes::AdaptiveGeneration;
 use super::sampling::Sampler;
@@ -144,6 +145,9 @@ pub struct DraftSettings {
     /// that leaves the running acceptance below this target (fewer, surer drafts) and falls
     /// after one that leaves it above (longer drafts). 0 = the bar stays where it is.
     pub target_acceptance: f32,
+    /// Layer drafts: score only the first this-many tokens of the vocabulary at the draft's
+    /// exit ([`DraftHead`]); 0 = the full head.
+    pub vocab: usize,
     /// Prompt lookup: the longest n-gram matched (longest first, down to one token).
     pub ngram: usize,
 }
@@ -168,6 +172,7 @@ impl DraftSettings {
             tokens,
             min_confidence: 0.0,
             target_acceptance: 0.0,
+            vocab: 0,
             ngram: 3,
         }
     }
@@ -320,6 +325,10 @@ pub fn generate_self_speculative(
     // (token, depth of the pass that proposed it) settled by the last round.
     let mut settled = vec![(next, n)];
     let mut bar = ConfidenceBar::new(draft);
+    let draft_head = match draft.vocab {
+        0 => None,
+        n => Some(DraftHead::new(model, n).context("[generation.draft] vocab")?),
+    };
     'generation: loop {
         for &(t, depth) in &settled {
             if params.stop_tokens.contains(&t) {
@@ -342,13 +351,14 @@ pub fn generate_self_speculative(
         let mut feed = next;
         let mut unsure = false;
         while drafts.len() < budget && !unsure && !params.stop_tokens.contains(&feed) {
-            let pass = step(
+            let pass = step_with_draft_head(
                 model,
                 &[feed],
                 &mut cache,
                 &mut backlog,
                 Some(&mut *draft_hook),
                 KvFill::Recompute,
+                draft_head.as_ref(),
             )?;
             out.decode_hook_seconds += pass.hook_seconds;
             out.draft_blocks += pass.depth;

@@ -116,6 +116,27 @@ fn greedy_speculative_equals_dense_for_every_draft_depth_and_length() {
             spec.generation.tokens, dense.tokens,
             "adaptive confidence bar"
         );
+        // Drafts scored over part of the vocabulary (all but impossible at one token): same text.
+        for vocab in [2048, 1] {
+            let subset = DraftSettings {
+                vocab,
+                ..DraftSettings::fixed(4)
+            };
+            let spec =
+                generate_self_speculative(&model, prompt, &p, &mut hook, &subset, |_, _| Ok(()))
+                    .unwrap();
+            assert_eq!(
+                spec.generation.tokens, dense.tokens,
+                "draft vocabulary {vocab}"
+            );
+        }
+        let too_big = DraftSettings {
+            vocab: 5000,
+            ..DraftSettings::fixed(4)
+        };
+        let err = generate_self_speculative(&model, prompt, &p, &mut hook, &too_big, |_, _| Ok(()))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("5000"), "{err:#}");
         let mut hook = WanderingExit { pass: 0 };
         let spec = generate_self_speculative(
             &model,

@@ -77,9 +77,14 @@ pub fn parse_modes(list: &str, kv_fill: KvFill, draft: DraftSettings) -> Result<
                                 format!("mode {item:?}: a must be a number in [0, 1), got {a:?}")
                             })?
                     }
+                    (Mode::SelfSpeculative, Some(("v", v))) => {
+                        spec.draft.vocab = v.parse().with_context(|| {
+                            format!("mode {item:?}: v must be a whole number, got {v:?}")
+                        })?
+                    }
                     _ => bail!(
                         "mode {item:?}: unknown setting {detail:?} (early_exit/FILL, \
-                         self_speculative[/SOURCE]/k=N/c=X/a=X; dense takes none)"
+                         self_speculative[/SOURCE]/k=N/c=X/a=X/v=N; dense takes none)"
                     ),
                 }
             }
@@ -334,7 +339,7 @@ mod tests {
     fn mode_lists_parse_with_settings_and_errors_name_the_item() {
         let d = DraftSettings::fixed(4);
         let modes = parse_modes(
-            "dense, early_exit/propagate,self_speculative/k=6/c=0.25",
+            "dense, early_exit/propagate,self_speculative/k=6/c=0.25/a=0.6/v=512",
             KvFill::Recompute,
             d,
         )
@@ -343,12 +348,16 @@ mod tests {
         assert_eq!(modes[1].kv_fill, KvFill::Propagate);
         assert_eq!(modes[2].draft.tokens, 6);
         assert_eq!(modes[2].draft.min_confidence, 0.25);
-        assert_eq!(modes[2].label(), "self_speculative/k=6/c=0.25");
+        assert_eq!(modes[2].draft.target_acceptance, 0.6);
+        assert_eq!(modes[2].draft.vocab, 512);
+        assert_eq!(modes[2].label(), "self_speculative/k=6/c=0.25/a=0.6/v=512");
         assert_eq!(parse_modes("all", KvFill::Recompute, d).unwrap().len(), 5);
         for bad in [
             "self_speculative/6",
             "self_speculative/k=0",
             "self_speculative/c=2",
+            "self_speculative/a=1",
+            "self_speculative/v=x",
             "dense/k=3",
         ] {
             let e = parse_modes(bad, KvFill::Recompute, d)

@@ -27,6 +27,20 @@ impl LmHead {
         Self { norm, weight, bias }
     }
 
+    /// The head over the first `n` tokens of the vocabulary only (a draft head; quantized
+    /// weights are copied, dense ones viewed).
+    pub fn first_rows(&self, n: usize) -> Result<LmHead> {
+        let vocab = self.weight.rows()?;
+        if n == 0 || n > vocab {
+            bail!("a draft vocabulary of {n} tokens does not fit the model's {vocab}");
+        }
+        Ok(Self {
+            norm: self.norm.clone(),
+            weight: self.weight.narrow_rows(0, n)?,
+            bias: self.bias.as_ref().map(|b| b.narrow(0, 0, n)).transpose()?,
+        })
+    }
+
     /// Logits of every row of `hidden` (`[.., hidden]`), as f32.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let normed = self.norm.forward(hidden)?;

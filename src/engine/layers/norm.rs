@@ -4,6 +4,7 @@ use crate::engine::weights::WeightSource;
 use anyhow::Result;
 use candle_core::Tensor;
 
+#[derive(Clone)]
 pub(crate) enum Norm {
     Rms {
         weight: Tensor,
