@@ -1,10 +1,12 @@
 //! Attention of a few query rows over the cache on the CPU in f32: decode steps and speculative
 //! verification.
 //!
-//! Each query row is computed alone by one loop — scores over its own causal span (window
-//! included, no mask tensor), softmax, weighted sum of values — so a row gets the same bits
-//! whether it is decoded by itself or verified beside drafts: a verification pass then settles
-//! exactly the tokens dense decoding would. It also skips what candle's batched path pays per
+//! Each query row's arithmetic depends on its own causal span only — scores over that span
+//! (window included, no mask tensor), softmax, weighted sum of values in blocks of positions
+//! aligned to the cache, not to the pass — so a row gets the same bits whether it is decoded by
+//! itself or verified beside drafts: a verification pass then settles exactly the tokens dense
+//! decoding would. The query heads that share a KV head read its keys and values together,
+//! block by block, while the block is in L1. It also skips what candle's batched path pays per
 //! row (a mask tensor and its broadcast add, small-matrix GEMM packing). Prefill (more rows than
 //! [`MAX_ROWS`]) keeps candle's GEMM.
 
@@ -520,30 +522,68 @@ mod tests {
 
     #[test]
     fn a_row_gets_the_same_bits_alone_as_beside_other_rows() {
-        let (rows, offset) = (5, 11);
-        let q = tensor(4, &[1, 6, rows, 20]);
-        let k = tensor(5, &[1, 2, offset + rows, 20]);
-        let v = tensor(6, &[1, 2, offset + rows, 20]);
-        let together = attend(&q, &k, &v, shape(offset, None)).unwrap().unwrap();
-        for r in 0..rows {
-            let alone = attend(
-                &q.narrow(2, r, 1).unwrap().contiguous().unwrap(),
-                &k.narrow(2, 0, offset + r + 1).unwrap(),
-                &v.narrow(2, 0, offset + r + 1).unwrap(),
-                shape(offset + r, None),
-            )
-            .unwrap()
-            .unwrap();
-            let bits = |t: &Tensor| -> Vec<u32> {
-                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                v.iter().map(|x| x.to_bits()).collect()
-            };
-            assert_eq!(
-                bits(&together.narrow(1, r, 1).unwrap()),
-                bits(&alone),
-                "row {r}"
-            );
+        // Spans over several blocks of positions, with and without a window that cuts them.
+        for (rows, offset, window) in [(5, 11, None), (7, 90, None), (6, 70, Some(37))] {
+            let q = tensor(4, &[1, 6, rows, 20]);
+            let k = tensor(5, &[1, 2, offset + rows, 20]);
+            let v = tensor(6, &[1, 2, offset + rows, 20]);
+            let together = attend(&q, &k, &v, shape(offset, window)).unwrap().unwrap();
+            for r in 0..rows {
+                let alone = attend(
+                    &q.narrow(2, r, 1).unwrap().contiguous().unwrap(),
+                    &k.narrow(2, 0, offset + r + 1).unwrap(),
+                    &v.narrow(2, 0, offset + r + 1).unwrap(),
+                    shape(offset + r, window),
+                )
+                .unwrap()
+                .unwrap();
+                let bits = |t: &Tensor| -> Vec<u32> {
+                    let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    v.iter().map(|x| x.to_bits()).collect()
+                };
+                let row = together.narrow(1, r, 1).unwrap();
+                assert_eq!(bits(&row), bits(&alone), "row {r} at offset {offset}");
+            }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_simd_and_portable_loops_agree() {
+        if !simd_available() {
+            return;
+        }
+        let (d, total) = (20, 100);
+        let values = |seed: u32, n: usize| -> Vec<f32> { tensor(seed, &[n]).to_vec1().unwrap() };
+        let (qs, keys, vals) = (values(7, 3 * d), values(8, total * d), values(9, total * d));
+        let spans = [(0, 98), (40, 99), (0, 100)];
+        let group = Group {
+            qs: &qs,
+            spans: &spans,
+            keys: &keys,
+            values: &vals,
+            d,
+            total,
+            scale: 0.3,
+        };
+        let run = |simd: bool| {
+            let mut scores = vec![0f32; spans.len() * total];
+            let mut out = vec![0f32; spans.len() * d];
+            if simd {
+                // SAFETY: AVX2 and FMA were checked above.
+                unsafe { avx2::group(&group, &mut scores, &mut out) }
+            } else {
+                group_portable(&group, &mut scores, &mut out)
+            }
+            out
+        };
+        let (fast, plain) = (run(true), run(false));
+        let worst = fast
+            .iter()
+            .zip(&plain)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{worst}");
     }
 
     #[test]
