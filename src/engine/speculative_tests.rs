@@ -82,53 +82,32 @@ fn greedy_speculative_equals_dense_for_every_draft_depth_and_length() {
                 assert!(spec.depths.iter().all(|&d| d == layer || d == 6));
             }
         }
-        let confident = DraftSettings {
-            min_confidence: 0.5,
-            ..DraftSettings::fixed(6)
-        };
         let mut hook = FixedExit::new(2, 6).unwrap();
-        let spec =
-            generate_self_speculative(&model, prompt, &p, &mut hook, &confident, |_, _| Ok(()))
-                .unwrap();
-        assert_eq!(
-            spec.generation.tokens, dense.tokens,
-            "confidence-limited drafts"
-        );
-        // Nothing is surer than certain: each round stops after its first draft.
-        let unsure = DraftSettings {
-            min_confidence: 1.0,
-            ..DraftSettings::fixed(6)
-        };
-        let spec = generate_self_speculative(&model, prompt, &p, &mut hook, &unsure, |_, _| Ok(()))
-            .unwrap();
-        assert_eq!(spec.generation.tokens, dense.tokens);
-        assert!(spec.drafted <= spec.rounds, "at most one draft per round");
-        // A bar that adapts to the running acceptance changes how much is drafted, never the text.
-        let adaptive = DraftSettings {
-            min_confidence: 0.2,
-            target_acceptance: 0.9,
-            ..DraftSettings::fixed(6)
-        };
-        let spec =
-            generate_self_speculative(&model, prompt, &p, &mut hook, &adaptive, |_, _| Ok(()))
-                .unwrap();
-        assert_eq!(
-            spec.generation.tokens, dense.tokens,
-            "adaptive confidence bar"
-        );
-        // Drafts scored over part of the vocabulary (all but impossible at one token): same text.
-        for vocab in [2048, 1] {
-            let subset = DraftSettings {
+        // Settings that change how much is drafted per round, never the text: a fixed confidence
+        // bar, one that adapts to the running acceptance, drafts scored over part of the
+        // vocabulary (all but impossible at one token), and a bar nothing passes.
+        let settings = [
+            ("confidence-limited drafts", 0.5, 0.0, 0),
+            ("adaptive confidence bar", 0.2, 0.9, 0),
+            ("draft vocabulary 2048", 0.0, 0.0, 2048),
+            ("draft vocabulary 1", 0.0, 0.0, 1),
+            ("nothing is surer than certain", 1.0, 0.0, 0),
+        ];
+        for (what, min_confidence, target_acceptance, vocab) in settings {
+            let draft = DraftSettings {
+                min_confidence,
+                target_acceptance,
                 vocab,
-                ..DraftSettings::fixed(4)
+                ..DraftSettings::fixed(6)
             };
             let spec =
-                generate_self_speculative(&model, prompt, &p, &mut hook, &subset, |_, _| Ok(()))
+                generate_self_speculative(&model, prompt, &p, &mut hook, &draft, |_, _| Ok(()))
                     .unwrap();
-            assert_eq!(
-                spec.generation.tokens, dense.tokens,
-                "draft vocabulary {vocab}"
-            );
+            assert_eq!(spec.generation.tokens, dense.tokens, "{what}");
+            if min_confidence == 1.0 {
+                // Each round stops after its first draft.
+                assert!(spec.drafted <= spec.rounds, "at most one draft per round");
+            }
         }
         let too_big = DraftSettings {
             vocab: 5000,

@@ -77,15 +77,20 @@ pub(crate) fn attend(
         shape,
     };
     let by_head = job.run();
-    // [heads, rows, d] → [rows, heads * d]
-    let mut out = vec![0f32; by_head.len()];
-    for h in 0..shape.num_heads {
-        for r in 0..rows {
-            let from = (h * rows + r) * d;
-            let to = (r * shape.num_heads + h) * d;
-            out[to..to + d].copy_from_slice(&by_head[from..from + d]);
+    // [heads, rows, d] → [rows, heads * d]: the same layout for one row (a decode step).
+    let out = if rows == 1 {
+        by_head
+    } else {
+        let mut out = vec![0f32; by_head.len()];
+        for h in 0..shape.num_heads {
+            for r in 0..rows {
+                let from = (h * rows + r) * d;
+                let to = (r * shape.num_heads + h) * d;
+                out[to..to + d].copy_from_slice(&by_head[from..from + d]);
+            }
         }
-    }
+        out
+    };
     Ok(Some(Tensor::from_vec(
         out,
         (1, rows, shape.num_heads * d),
