@@ -132,6 +132,15 @@ run decode-smollm2-layer-drafts-vocab bench-decode \
   --max-tokens 96 --draft-layer 24 \
   --modes dense,self_speculative/layers/k=3,self_speculative/layers/k=6/c=0.5/a=0.7,self_speculative/layers/k=6/c=0.5/a=0.7/v=16384,self_speculative/layers/k=6/c=0.5/a=0.7/v=8192
 
+# Skip-layer drafts (#16 item 3): the greedy skip-set search on SQuAD prompts #64-71, then the
+# sets it found decoded beside dense on the three workloads.
+run search-skip-draft-smollm2 search-skip-draft \
+  --config plugin-configs/smollm2-135m-instruct-speculative.toml --max-skipped 10 --patience 10
+run decode-smollm2-skip-drafts bench-decode \
+  --config plugin-configs/smollm2-135m-instruct-speculative.toml --workloads all --prompts 8 \
+  --max-tokens 96 --draft-layer 24 \
+  --modes dense,self_speculative/auto/k=6,self_speculative/layers/k=3,self_speculative/skip_layers/k=1/s=7,self_speculative/skip_layers/k=3/s=5+7+14/c=0.5/a=0.7,self_speculative/skip_layers/k=2/s=4+5+6+7+14+15+18+23+26+27
+
 # Generation modes (#5), one thread so the per-token work is what is compared.
 export RAYON_NUM_THREADS=1
 run decode-task-block1 bench-decode --model models/tiny-llama-sst2-agnews --draft-layer 1 \

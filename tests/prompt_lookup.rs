@@ -1,6 +1,7 @@
 //! Speculative decoding with prompt-lookup drafts on the real model (SmolLM2-135M-Instruct,
 //! Q4_1 GGUF) through the shipped config: the text is dense's, token for token, on prompts
-//! where drafts are mostly right (a quote, a rewrite) and where they are not (open chat).
+//! where drafts are mostly right (a quote, a rewrite) and where they are not (open chat). Also
+//! skip-layer drafts and the search for their skip set.
 
 mod common;
 
@@ -9,7 +10,11 @@ use adainfer::eval::workloads::Workload;
 const CONFIG: &str = "plugin-configs/smollm2-135m-instruct-speculative.toml";
 
 fn generate(prompt: &str, mode: &str) -> String {
-    let args = [
+    generate_with(prompt, mode, &[])
+}
+
+fn generate_with(prompt: &str, mode: &str, flags: &[&str]) -> String {
+    let mut args = vec![
         "generate",
         "--config",
         CONFIG,
@@ -21,6 +26,7 @@ fn generate(prompt: &str, mode: &str) -> String {
         "--mode",
         mode,
     ];
+    args.extend_from_slice(flags);
     let (ok, out, err) = common::adainfer(&args);
     assert!(ok, "generate --mode {mode} failed: {err}");
     out
@@ -104,4 +110,91 @@ fn bench_decode_reports_each_workload_and_the_verification_cost() {
             .unwrap()
             > 1.0
     );
+}
+
+#[test]
+fn skip_layer_drafts_print_what_dense_prints() {
+    let skip = [
+        "--draft-source",
+        "skip_layers",
+        "--draft-skip",
+        "7,14",
+        "--draft-tokens",
+        "3",
+    ];
+    for workload in [Workload::Squad, Workload::Chat] {
+        let prompt = &workload.messages(1).unwrap()[0];
+        assert_eq!(
+            generate_with(prompt, "self_speculative", &skip),
+            generate(prompt, "dense"),
+            "prompt {prompt:?}"
+        );
+    }
+    let (ok, _, err) = common::adainfer(&[
+        "generate",
+        "--config",
+        CONFIG,
+        "--prompt",
+        "Hi",
+        "--mode",
+        "self_speculative",
+        "--draft-source",
+        "skip_layers",
+        "--draft-skip",
+        "7,31",
+    ]);
+    assert!(
+        !ok && err.contains("block 31") && err.contains("30 blocks"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_skip_set_search_predicts_measures_and_picks_a_set() {
+    let v = common::run_json(&[
+        "search-skip-draft",
+        "--config",
+        CONFIG,
+        "--prompts",
+        "1",
+        "--tokens",
+        "8",
+        "--max-skipped",
+        "2",
+        "--patience",
+        "2",
+        "--max-drafts",
+        "2",
+        "--measure",
+        "2",
+        "--format",
+        "json",
+    ]);
+    let path = v["path"].as_array().unwrap();
+    assert_eq!(path.len(), 3, "sizes 0, 1 and 2: {v}");
+    assert_eq!(path[0]["skip"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        path[0]["agreement"], 1.0,
+        "nothing left out agrees by construction"
+    );
+    assert_eq!(path[2]["skip"].as_array().unwrap().len(), 2);
+    // The size-2 set extends the size-1 one (greedy forward selection).
+    let one = path[1]["skip"][0].as_u64().unwrap();
+    assert!(path[2]["skip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b.as_u64() == Some(one)));
+    assert_eq!(v["costs"]["verify"].as_array().unwrap().len(), 3);
+    let measured = v["measured"].as_array().unwrap();
+    assert_eq!(measured.len(), 3, "dense and the two best predicted");
+    for m in &measured[1..] {
+        assert!(m["mode"]
+            .as_str()
+            .unwrap()
+            .starts_with("self_speculative/skip_layers/"));
+        assert_eq!(m["identical_outputs"], 1, "lossless: {m}");
+    }
+    let picked = v["pick"]["skip"].as_array().unwrap().len();
+    assert!((1..=2).contains(&picked), "{v}");
 }

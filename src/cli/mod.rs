@@ -9,6 +9,7 @@ mod eval;
 mod generate;
 mod inspect;
 mod serve;
+mod skip_search;
 mod train;
 mod train_heads;
 
@@ -52,6 +53,9 @@ enum Command {
     Serve(serve::Args),
     /// Decode tokens/s of dense, early exit (each KV fill) and self-speculative generation.
     BenchDecode(bench_decode::Args),
+    /// Search the blocks a skip-layer draft should leave out, for predicted decode speed on
+    /// calibration prompts (then measure it with bench-decode).
+    SearchSkipDraft(skip_search::Args),
 }
 
 /// Where the model comes from and how it is loaded; shared by every subcommand.
@@ -117,14 +121,19 @@ pub struct GenerationFlags {
     #[arg(long)]
     pub draft_vocab: Option<usize>,
     /// What drafts in self_speculative mode: layers (the model's shallow passes, depth from the
-    /// policy), prompt_lookup (tokens that followed the last n-gram in the context) or auto
-    /// (prompt lookup, drafting only as much as this request's measurements say pays).
+    /// policy), prompt_lookup (tokens that followed the last n-gram in the context), auto
+    /// (prompt lookup, drafting only as much as this request's measurements say pays) or
+    /// skip_layers (the model with --draft-skip's blocks left out).
     /// Default: the config's, else layers.
     #[arg(long)]
     pub draft_source: Option<adainfer::engine::speculative::DraftSource>,
     /// Prompt lookup: the longest n-gram matched. Default: the config's, else 3.
     #[arg(long)]
     pub draft_ngram: Option<usize>,
+    /// skip_layers drafts: the blocks a draft leaves out, counted from 1 (`10,15,20`).
+    /// Default: the config's ([generation.draft] skip).
+    #[arg(long)]
+    pub draft_skip: Option<adainfer::engine::block_set::BlockSet>,
 }
 
 impl GenerationFlags {
@@ -144,6 +153,7 @@ impl GenerationFlags {
         spec.draft.vocab = self.draft_vocab.unwrap_or(spec.draft.vocab);
         spec.draft.source = self.draft_source.unwrap_or(spec.draft.source);
         spec.draft.ngram = self.draft_ngram.unwrap_or(spec.draft.ngram);
+        spec.draft.skip = self.draft_skip.unwrap_or(spec.draft.skip);
         spec
     }
 
@@ -365,5 +375,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Calibrate(a) => calibrate::run(a),
         Command::Serve(_) => unreachable!("served above"),
         Command::BenchDecode(a) => bench_decode::run(a),
+        Command::SearchSkipDraft(a) => skip_search::run(a),
     })
 }

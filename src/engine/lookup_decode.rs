@@ -1,5 +1,6 @@
-//! Speculative decoding with prompt-lookup drafts ([`super::ngram_draft`]): the full model
-//! verifies the next token and up to `k` drafts in one pass (the quantized matmuls read each
+//! Speculative decoding with token drafts — prompt lookup ([`super::ngram_draft`]) or passes
+//! with blocks left out ([`super::skip_draft`]): the full model verifies the next token and up
+//! to `k` drafts in one pass (the quantized matmuls read each
 //! weight once for all rows), keeps the agreeing prefix plus one token of its own, and truncates
 //! the cache back past the rejected drafts. Greedy output is dense's token for token; sampled
 //! output follows dense's distribution (a draft is a one-point proposal in
@@ -15,10 +16,11 @@ use super::generate::{FinishReason, GenerationParams};
 use super::model::{DecoderModel, Outputs};
 use super::modes::AdaptiveGeneration;
 use super::ngram_draft::propose;
+use super::skip_draft::SkipDrafter;
 use super::speculative::{
-    accept_or_resample, start_speculative, DraftSettings, SpeculativeStart, Verdict,
+    accept_or_resample, start_speculative, DraftSettings, DraftSource, SpeculativeStart, Verdict,
 };
-use anyhow::Result;
+use anyhow::{bail, Result};
 use std::time::Instant;
 
 /// Rounds with a draft on offer but none verified before auto tries one again.
@@ -116,16 +118,33 @@ impl DraftController {
     }
 }
 
-/// Generate losslessly with prompt-lookup drafts; `on_token` sees each token as it is settled
+/// Where a round's drafts come from.
+enum Drafter {
+    /// Prompt lookup, `auto` or not ([`DraftController`]).
+    Lookup(DraftController),
+    Skip(SkipDrafter),
+}
+
+/// Generate losslessly with token drafts — prompt lookup ([`DraftSource::PromptLookup`],
+/// [`DraftSource::Auto`]) or skip-layer passes ([`DraftSource::SkipLayers`]) — each round's
+/// drafts verified by the full model in one pass. `on_token` sees each token as it is settled
 /// (with depth `num_layers`: every token is the full model's).
-pub fn generate_prompt_lookup(
+pub fn generate_token_drafts(
     model: &DecoderModel,
     prompt: &[u32],
     params: &GenerationParams,
     draft: &DraftSettings,
-    auto: bool,
     mut on_token: impl FnMut(u32, usize) -> Result<()>,
 ) -> Result<AdaptiveGeneration> {
+    let mut drafter = match draft.source {
+        DraftSource::SkipLayers => Drafter::Skip(SkipDrafter::new(model, draft)?),
+        DraftSource::PromptLookup | DraftSource::Auto => Drafter::Lookup(DraftController::new(
+            draft.source == DraftSource::Auto,
+            draft.tokens,
+            draft.ngram,
+        )),
+        DraftSource::Layers => bail!("internal: layer drafts go through generate_self_speculative"),
+    };
     let SpeculativeStart {
         mut sampler,
         mut cache,
@@ -134,7 +153,6 @@ pub fn generate_prompt_lookup(
         decode_start,
     } = start_speculative(model, prompt, params, draft)?;
     let n = model.num_layers();
-    let mut controller = DraftController::new(auto, draft.tokens, draft.ngram);
     // The context drafts are looked up in: the prompt and every settled token.
     let mut history = prompt.to_vec();
     let mut settled = vec![next];
@@ -156,12 +174,19 @@ pub fn generate_prompt_lookup(
         // `next` is settled but not yet in the cache; drafts continue from it. Leave room for
         // the token of its own every round adds.
         let budget = draft.tokens.min(params.max_tokens - produced - 1);
-        let (drafts, ngram) = match propose(&history, draft.ngram, budget) {
-            Some(d) => {
-                let take = controller.choose(d.tokens.len(), d.ngram);
-                (d.tokens[..take].to_vec(), d.ngram)
+        let (drafts, ngram) = match &mut drafter {
+            Drafter::Lookup(controller) => match propose(&history, draft.ngram, budget) {
+                Some(d) => {
+                    let take = controller.choose(d.tokens.len(), d.ngram);
+                    (d.tokens[..take].to_vec(), d.ngram)
+                }
+                None => (Vec::new(), 0),
+            },
+            Drafter::Skip(skip) => {
+                let drafts = skip.draft(model, &mut cache, next, budget, &params.stop_tokens)?;
+                out.draft_blocks += drafts.len() * skip.blocks_run;
+                (drafts, 0)
             }
-            None => (Vec::new(), 0),
         };
         let round_start = cache.seq_len();
         let mut rows = Vec::with_capacity(drafts.len() + 1);
@@ -179,6 +204,7 @@ pub fn generate_prompt_lookup(
         settled.clear();
         let mut correction = None;
         for (i, &d) in drafts.iter().enumerate() {
+            // Both sources propose one token, not a distribution: a one-point proposal.
             let p = sampler.distribution(&logits[i]);
             match accept_or_resample(&p, &[(d, 1.0)], d, &mut sampler) {
                 Verdict::Accept => settled.push(d),
@@ -194,13 +220,16 @@ pub fn generate_prompt_lookup(
             None => sampler.sample(&logits[kept]),
         };
         settled.push(next);
-        controller.record(
-            rows.len(),
-            pass_start.elapsed().as_secs_f64(),
-            drafts.len(),
-            kept,
-            ngram,
-        );
+        match &mut drafter {
+            Drafter::Lookup(controller) => controller.record(
+                rows.len(),
+                pass_start.elapsed().as_secs_f64(),
+                drafts.len(),
+                kept,
+                ngram,
+            ),
+            Drafter::Skip(skip) => skip.bar.update(drafts.len(), kept),
+        }
         // Every pass is a round (a plain step is a round with no drafts): tokens per round is
         // then tokens per full-model pass.
         out.rounds += 1;
@@ -239,36 +268,47 @@ mod tests {
         }
     }
 
+    fn skipping(blocks: &str, tokens: usize, confidence: f32, target: f32) -> DraftSettings {
+        DraftSettings {
+            source: DraftSource::SkipLayers,
+            skip: blocks.parse().unwrap(),
+            min_confidence: confidence,
+            target_acceptance: target,
+            ..DraftSettings::fixed(tokens)
+        }
+    }
+
     #[test]
-    fn greedy_lookup_equals_dense_through_accepts_and_rollbacks() {
+    fn greedy_token_drafts_equal_dense_through_accepts_and_rollbacks() {
         let model = SyntheticSpec::tiny(4).build(DType::F32).unwrap();
         let params = GenerationParams {
             max_tokens: 40,
             sampling: SamplingParams::greedy(),
             stop_tokens: Vec::new(),
         };
+        let settings = [
+            lookup(DraftSource::PromptLookup, 1, 1),
+            lookup(DraftSource::PromptLookup, 4, 3),
+            lookup(DraftSource::PromptLookup, 12, 2),
+            lookup(DraftSource::Auto, 7, 3),
+            // Skip-layer drafts write inexact K/V at drafted positions: any left behind
+            // would show in the text.
+            skipping("2", 3, 0.0, 0.0),
+            skipping("1+3", 5, 0.0, 0.0),
+            skipping("4", 4, 0.2, 0.6),
+        ];
         let (mut accepted, mut rejected) = (0, 0);
+        let mut skip_drafted = 0;
         for prompt in PROMPTS {
             let dense = generate_dense(&model, prompt, &params, |_| Ok(())).unwrap();
-            for (source, k, n) in [
-                (DraftSource::PromptLookup, 1, 1),
-                (DraftSource::PromptLookup, 4, 3),
-                (DraftSource::PromptLookup, 12, 2),
-                (DraftSource::Auto, 7, 3),
-            ] {
+            for draft in &settings {
+                let (source, k, n) = (draft.source, draft.tokens, draft.ngram);
                 let mut streamed = Vec::new();
-                let g = generate_prompt_lookup(
-                    &model,
-                    prompt,
-                    &params,
-                    &lookup(source, k, n),
-                    source == DraftSource::Auto,
-                    |t, depth| {
-                        assert_eq!(depth, 4);
-                        streamed.push(t);
-                        Ok(())
-                    },
-                )
+                let g = generate_token_drafts(&model, prompt, &params, draft, |t, depth| {
+                    assert_eq!(depth, 4);
+                    streamed.push(t);
+                    Ok(())
+                })
                 .unwrap();
                 // Every later token attends over the cache the rollbacks left: one wrong
                 // entry and the text would drift from dense.
@@ -280,12 +320,41 @@ mod tests {
                 assert!(g.accepted <= g.drafted);
                 accepted += g.accepted;
                 rejected += g.drafted - g.accepted;
+                if source == DraftSource::SkipLayers {
+                    skip_drafted += g.drafted;
+                    assert_eq!(g.draft_blocks, g.drafted * (4 - draft.skip.len()));
+                }
             }
         }
         assert!(
             accepted > 0 && rejected > 0,
             "accepted {accepted}, rejected {rejected}"
         );
+        assert!(skip_drafted > 0);
+    }
+
+    #[test]
+    fn skip_drafts_need_blocks_the_model_has() {
+        let model = SyntheticSpec::tiny(3).build(DType::F32).unwrap();
+        let params = GenerationParams {
+            max_tokens: 4,
+            sampling: SamplingParams::greedy(),
+            stop_tokens: Vec::new(),
+        };
+        let refusal = |blocks: &str| {
+            let draft = skipping(blocks, 3, 0.0, 0.0);
+            let e = generate_token_drafts(&model, PROMPTS[0], &params, &draft, |_, _| Ok(()));
+            format!("{:#}", e.unwrap_err())
+        };
+        let none = refusal("");
+        assert!(
+            none.contains("skip_layers") && none.contains("--draft-skip"),
+            "{none}"
+        );
+        let far = refusal("2+4");
+        assert!(far.contains("skip") && far.contains("block 4"), "{far}");
+        let all = refusal("1+2+3");
+        assert!(all.contains("nothing to draft"), "{all}");
     }
 
     #[test]
@@ -306,12 +375,11 @@ mod tests {
                     ..free.clone()
                 };
                 let want = generate_dense(&model, prompt, &p, |_| Ok(())).unwrap();
-                let got = generate_prompt_lookup(
+                let got = generate_token_drafts(
                     &model,
                     prompt,
                     &p,
                     &lookup(DraftSource::PromptLookup, 8, 3),
-                    false,
                     |_, _| Ok(()),
                 )
                 .unwrap();
@@ -322,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn sampled_lookup_is_reproducible_from_its_seed() {
+    fn sampled_token_drafts_are_reproducible_from_their_seed() {
         let model = SyntheticSpec::tiny(3).build(DType::F32).unwrap();
         let params = GenerationParams {
             max_tokens: 24,
@@ -335,15 +403,19 @@ mod tests {
             },
             stop_tokens: Vec::new(),
         };
-        let run = || {
-            let settings = lookup(DraftSource::PromptLookup, 4, 3);
-            generate_prompt_lookup(&model, PROMPTS[1], &params, &settings, false, |_, _| Ok(()))
-                .unwrap()
-        };
-        let (a, b) = (run(), run());
-        assert_eq!(a.generation.tokens, b.generation.tokens);
-        assert_eq!(a.generation.tokens.len(), 24);
-        assert!(a.drafted > 0);
+        for settings in [
+            lookup(DraftSource::PromptLookup, 4, 3),
+            skipping("2", 3, 0.0, 0.0),
+        ] {
+            let run = || {
+                generate_token_drafts(&model, PROMPTS[1], &params, &settings, |_, _| Ok(()))
+                    .unwrap()
+            };
+            let (a, b) = (run(), run());
+            assert_eq!(a.generation.tokens, b.generation.tokens);
+            assert_eq!(a.generation.tokens.len(), 24);
+            assert!(a.drafted > 0);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `rows_matmul` and `threads` are about speed on the CPU.
 
 pub mod arch;
+pub mod block_set;
 pub mod chat;
 pub mod config;
 pub mod draft_head;
@@ -28,6 +29,7 @@ pub mod quant;
 pub mod rope;
 mod rows_matmul;
 pub mod sampling;
+pub mod skip_draft;
 pub mod speculative;
 #[cfg(test)]
 mod speculative_tests;

@@ -3,7 +3,7 @@
 use super::early_exit::generate_early_exit;
 use super::generate::{generate_dense, Generation, GenerationParams};
 use super::kv_fill::KvFill;
-use super::lookup_decode::generate_prompt_lookup;
+use super::lookup_decode::generate_token_drafts;
 use super::model::DecoderModel;
 use super::speculative::{generate_self_speculative, DraftSettings, DraftSource};
 use crate::hook::LayerHook;
@@ -97,29 +97,37 @@ impl ModeSpec {
     }
 
     /// Short name for reports: `dense`, `early_exit/recompute`, `self_speculative/k=4/c=0.3`,
-    /// `self_speculative/auto/k=8`.
+    /// `self_speculative/auto/k=8`, `self_speculative/skip_layers/k=3/s=10+15+20`.
     pub fn label(&self) -> String {
-        match self.mode {
-            Mode::Dense => "dense".into(),
-            Mode::EarlyExit => format!("early_exit/{}", self.kv_fill),
-            Mode::SelfSpeculative if self.draft.source != DraftSource::Layers => format!(
-                "self_speculative/{}/k={}",
-                self.draft.source.name(),
-                self.draft.tokens
-            ),
-            Mode::SelfSpeculative => {
-                let d = &self.draft;
-                let mut label = format!("self_speculative/k={}", d.tokens);
-                if d.min_confidence > 0.0 {
-                    label += &format!("/c={}", d.min_confidence);
-                }
-                if d.target_acceptance > 0.0 {
-                    label += &format!("/a={}", d.target_acceptance);
-                }
+        let d = &self.draft;
+        let bar = || {
+            let mut bar = String::new();
+            if d.min_confidence > 0.0 {
+                bar += &format!("/c={}", d.min_confidence);
+            }
+            if d.target_acceptance > 0.0 {
+                bar += &format!("/a={}", d.target_acceptance);
+            }
+            bar
+        };
+        match (self.mode, d.source) {
+            (Mode::Dense, _) => "dense".into(),
+            (Mode::EarlyExit, _) => format!("early_exit/{}", self.kv_fill),
+            (Mode::SelfSpeculative, DraftSource::Layers) => {
+                let mut label = format!("self_speculative/k={}{}", d.tokens, bar());
                 if d.vocab > 0 {
                     label += &format!("/v={}", d.vocab);
                 }
                 label
+            }
+            (Mode::SelfSpeculative, DraftSource::SkipLayers) => format!(
+                "self_speculative/skip_layers/k={}/s={}{}",
+                d.tokens,
+                d.skip,
+                bar()
+            ),
+            (Mode::SelfSpeculative, source) => {
+                format!("self_speculative/{}/k={}", source.name(), d.tokens)
             }
         }
     }
@@ -196,8 +204,7 @@ pub fn generate_mode(
             Ok(AdaptiveGeneration::new(g, depths))
         }
         (Mode::SelfSpeculative, _) if !spec.needs_policy() => {
-            let auto = spec.draft.source == DraftSource::Auto;
-            generate_prompt_lookup(model, prompt, params, &spec.draft, auto, on_token)
+            generate_token_drafts(model, prompt, params, &spec.draft, on_token)
         }
         (mode, None) => bail!(
             "mode {mode} needs an exit policy: a fixed layer (--draft-layer) or a plugin config (--config)"
@@ -218,6 +225,19 @@ mod tests {
     use crate::engine::sampling::SamplingParams;
     use crate::engine::synthetic::SyntheticSpec;
     use candle_core::DType;
+
+    #[test]
+    fn a_generation_table_names_skip_draft_blocks_from_1() {
+        let spec: ModeSpec = toml::from_str(
+            "mode = \"self_speculative\"\n[draft]\nsource = \"skip_layers\"\ntokens = 3\nskip = [28, 5]\n",
+        )
+        .unwrap();
+        assert_eq!(spec.draft.skip.indices().collect::<Vec<_>>(), vec![4, 27]);
+        assert!(!spec.needs_policy(), "skip drafts need no exit policy");
+        assert_eq!(spec.label(), "self_speculative/skip_layers/k=3/s=5+28");
+        let e = toml::from_str::<ModeSpec>("[draft]\nskip = [0]\n").unwrap_err();
+        assert!(e.to_string().contains("counted from 1"), "{e}");
+    }
 
     #[test]
     fn modes_dispatch_and_need_a_policy_except_dense() {

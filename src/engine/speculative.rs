@@ -16,6 +16,7 @@
 //! row differently in the last bit. Sampled output follows the dense distribution through the
 //! standard accept/reject rule ([`accept_or_resample`]).
 
+use super::block_set::BlockSet;
 use super::draft_head::DraftHead;
 use super::generate::{check_request, FinishReason, Generation, GenerationParams};
 use super::kv_cache::KvCache;
@@ -98,16 +99,24 @@ pub enum DraftSource {
     /// costs and acceptance say pay (none where drafts keep failing): never much slower than
     /// dense.
     Auto,
+    /// The model with the blocks of [`DraftSettings::skip`] left out ([`super::skip_draft`]).
+    SkipLayers,
 }
 
 impl DraftSource {
-    pub const ALL: [DraftSource; 3] = [Self::Layers, Self::PromptLookup, Self::Auto];
+    pub const ALL: [DraftSource; 4] = [
+        Self::Layers,
+        Self::PromptLookup,
+        Self::Auto,
+        Self::SkipLayers,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Layers => "layers",
             Self::PromptLookup => "prompt_lookup",
             Self::Auto => "auto",
+            Self::SkipLayers => "skip_layers",
         }
     }
 
@@ -124,7 +133,9 @@ impl std::str::FromStr for DraftSource {
             .into_iter()
             .find(|d| d.name() == s)
             .with_context(|| {
-                format!("unknown draft source {s:?}: expected layers, prompt_lookup or auto")
+                format!(
+                    "unknown draft source {s:?}: expected layers, prompt_lookup, auto or skip_layers"
+                )
             })
     }
 }
@@ -136,20 +147,22 @@ pub struct DraftSettings {
     pub source: DraftSource,
     /// At most this many drafts per round.
     pub tokens: usize,
-    /// Layer drafts: stop drafting after a draft whose own softmax top probability (at
-    /// temperature 1) is below this: a draft that unsure is likely rejected, and so would every
-    /// draft after it. 0 = always draft `tokens`.
+    /// Layer and skip-layer drafts: stop drafting after a draft whose own softmax top
+    /// probability (at temperature 1) is below this: a draft that unsure is likely rejected,
+    /// and so would every draft after it. 0 = always draft `tokens`.
     pub min_confidence: f32,
-    /// Layer drafts: when above 0, the confidence bar adapts within a request, as Draft &
-    /// Verify's adaptive draft exiting does: it starts at `min_confidence`, rises after a round
-    /// that leaves the running acceptance below this target (fewer, surer drafts) and falls
-    /// after one that leaves it above (longer drafts). 0 = the bar stays where it is.
+    /// Layer and skip-layer drafts: when above 0, the confidence bar adapts within a request,
+    /// as Draft & Verify's adaptive draft exiting does: it starts at `min_confidence`, rises
+    /// after a round that leaves the running acceptance below this target (fewer, surer
+    /// drafts) and falls after one that leaves it above (longer drafts). 0 = the bar stays.
     pub target_acceptance: f32,
     /// Layer drafts: score only the first this-many tokens of the vocabulary at the draft's
     /// exit ([`DraftHead`]); 0 = the full head.
     pub vocab: usize,
     /// Prompt lookup: the longest n-gram matched (longest first, down to one token).
     pub ngram: usize,
+    /// Skip-layer drafts: the blocks (counted from 1) a draft leaves out.
+    pub skip: BlockSet,
 }
 
 impl Default for DraftSettings {
@@ -174,6 +187,7 @@ impl DraftSettings {
             target_acceptance: 0.0,
             vocab: 0,
             ngram: 3,
+            skip: BlockSet::new(),
         }
     }
 
@@ -200,6 +214,12 @@ impl DraftSettings {
             bail!(
                 "draft ngram must be between 1 and {MAX_NGRAM}, got {}",
                 self.ngram
+            );
+        }
+        if self.source == DraftSource::SkipLayers && self.skip.is_empty() {
+            bail!(
+                "draft source skip_layers needs the blocks to leave out: [generation.draft] skip \
+                 (or --draft-skip), counted from 1; `adainfer search-skip-draft` suggests a set"
             );
         }
         Ok(())
@@ -248,7 +268,7 @@ impl ConfidenceBar {
 }
 
 /// Top softmax probability of `logits`.
-fn confidence(logits: &[f32]) -> f32 {
+pub(super) fn confidence(logits: &[f32]) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     1.0 / logits.iter().map(|&l| (l - max).exp()).sum::<f32>()
 }

@@ -14,8 +14,9 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::time::Instant;
 
-/// Parse `dense,early_exit/propagate,self_speculative/k=6/c=0.3,self_speculative/auto/k=7`
-/// (a draft source: layers, prompt_lookup, auto; unwritten settings come
+/// Parse `dense,early_exit/propagate,self_speculative/k=6/c=0.3,self_speculative/auto/k=7,
+/// self_speculative/skip_layers/k=3/s=10+15+20` (a draft source: layers, prompt_lookup, auto,
+/// skip_layers with `s=` the blocks left out, counted from 1; unwritten settings come
 /// from `kv_fill` and `draft`); `all` = dense, early exit with each fill, self-speculative.
 pub fn parse_modes(list: &str, kv_fill: KvFill, draft: DraftSettings) -> Result<Vec<ModeSpec>> {
     let base = ModeSpec {
@@ -77,6 +78,10 @@ pub fn parse_modes(list: &str, kv_fill: KvFill, draft: DraftSettings) -> Result<
                                 format!("mode {item:?}: a must be a number in [0, 1), got {a:?}")
                             })?
                     }
+                    (Mode::SelfSpeculative, Some(("s", blocks))) => {
+                        spec.draft.skip =
+                            blocks.parse().with_context(|| format!("mode {item:?}"))?
+                    }
                     (Mode::SelfSpeculative, Some(("v", v))) => {
                         spec.draft.vocab = v.parse().with_context(|| {
                             format!("mode {item:?}: v must be a whole number, got {v:?}")
@@ -84,7 +89,7 @@ pub fn parse_modes(list: &str, kv_fill: KvFill, draft: DraftSettings) -> Result<
                     }
                     _ => bail!(
                         "mode {item:?}: unknown setting {detail:?} (early_exit/FILL, \
-                         self_speculative[/SOURCE]/k=N/c=X/a=X/v=N; dense takes none)"
+                         self_speculative[/SOURCE]/k=N/c=X/a=X/v=N/s=B+B+B; dense takes none)"
                     ),
                 }
             }
@@ -352,7 +357,20 @@ mod tests {
         assert_eq!(modes[2].draft.vocab, 512);
         assert_eq!(modes[2].label(), "self_speculative/k=6/c=0.25/a=0.6/v=512");
         assert_eq!(parse_modes("all", KvFill::Recompute, d).unwrap().len(), 5);
+        let skip = parse_modes(
+            "self_speculative/skip_layers/k=3/s=20+10/a=0.7",
+            KvFill::Recompute,
+            d,
+        )
+        .unwrap();
+        assert_eq!(skip[0].draft.skip.to_string(), "10+20");
+        assert_eq!(
+            skip[0].label(),
+            "self_speculative/skip_layers/k=3/s=10+20/a=0.7"
+        );
         for bad in [
+            "self_speculative/skip_layers/s=0",
+            "self_speculative/skip_layers/s=3+y",
             "self_speculative/6",
             "self_speculative/k=0",
             "self_speculative/c=2",

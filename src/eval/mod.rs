@@ -13,7 +13,8 @@
 //! - [`bench`]: dense prefill / decode throughput, ours beside stock mistral.rs; [`peers`]:
 //!   llama.cpp's llama-bench on the same GGUF file, and peak memory;
 //! - [`bench_decode`]: decode speed of each generation mode against dense; [`lookup_ceiling`]:
-//!   the most prompt-lookup speculation could gain on a workload, from dense's own answers.
+//!   the most prompt-lookup speculation could gain on a workload, from dense's own answers;
+//!   [`skip_search`]: the blocks a skip-layer draft should leave out.
 
 pub mod ab;
 pub mod arms;
@@ -32,6 +33,7 @@ pub mod prompts;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod skip_search;
 pub mod sweep;
 pub mod tasks;
 pub mod trace_file;

@@ -22,6 +22,7 @@
 //! kv_fill = "recompute"   # or "propagate", "dense_after_prefill"
 //! ```
 
+use crate::engine::block_set::BlockSet;
 use crate::engine::kv_fill::KvFill;
 use crate::engine::modes::{Mode, ModeSpec};
 use crate::engine::speculative::{DraftSettings, DraftSource};
@@ -172,12 +173,16 @@ pub struct AdaptiveSection {
     /// Drafts per round in `self_speculative` mode.
     #[serde(default = "default_draft_tokens")]
     pub draft_tokens: usize,
-    /// What drafts in `self_speculative` mode: `layers`, `prompt_lookup` or `auto`.
+    /// What drafts in `self_speculative` mode: `layers`, `prompt_lookup`, `auto` or
+    /// `skip_layers`.
     #[serde(default = "default_draft_source")]
     pub draft_source: DraftSource,
     /// Prompt lookup: the longest n-gram matched.
     #[serde(default = "default_draft_ngram")]
     pub draft_ngram: usize,
+    /// `skip_layers` drafts: the blocks left out, counted from 1.
+    #[serde(default)]
+    pub draft_skip: BlockSet,
 }
 
 fn default_draft_source() -> DraftSource {
@@ -211,6 +216,7 @@ impl Default for AdaptiveSection {
             draft_tokens: default_draft_tokens(),
             draft_source: default_draft_source(),
             draft_ngram: default_draft_ngram(),
+            draft_skip: BlockSet::new(),
         }
     }
 }
@@ -226,6 +232,7 @@ impl AdaptiveSection {
         spec.draft.tokens = self.draft_tokens;
         spec.draft.source = self.draft_source;
         spec.draft.ngram = self.draft_ngram;
+        spec.draft.skip = self.draft_skip;
         spec
     }
 }
