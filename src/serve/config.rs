@@ -352,7 +352,15 @@ impl EngineConfig {
         let m = &self.model;
         let options = LoadOptions::from_names(&m.dtype, &m.device)
             .with_context(|| format!("in [model] of {}", self.source.display()))?;
-        Engine::load(&m.path, &options)
+        let engine = Engine::load(&m.path, &options)?;
+        let a = &self.adaptive;
+        if a.mode == Mode::SelfSpeculative && a.draft_source == DraftSource::SkipLayers {
+            // Refused at start-up, not at every request.
+            a.draft_skip
+                .check_fits(engine.model.num_layers())
+                .with_context(|| format!("adaptive.draft_skip in {}", self.source.display()))?;
+        }
+        Ok(engine)
     }
 
     /// The model id clients see.
@@ -455,6 +463,16 @@ mod tests {
         );
         let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
         assert!(e.contains("max_connections"), "{e}");
+        let skip = "[adaptive]\nmode = \"self_speculative\"\ndraft_source = \"skip_layers\"\n";
+        let path = write(&dir, &format!("[model]\npath = \"m\"\n{skip}"));
+        let e = format!("{:#}", EngineConfig::load(&path).unwrap_err());
+        assert!(e.contains("skip_layers") && e.contains("skip"), "{e}");
+        // A block the model lacks is refused when the model is loaded (the vendored one has 12).
+        let model = std::fs::canonicalize("models/tiny-llama-sst2-agnews").unwrap();
+        let text = format!("[model]\npath = {:?}\n{skip}draft_skip = [3, 13]\n", model);
+        let c = EngineConfig::load(&write(&dir, &text)).unwrap();
+        let e = format!("{:#}", c.load_engine().err().expect("block 13 refused"));
+        assert!(e.contains("draft_skip") && e.contains("block 13"), "{e}");
     }
 
     #[test]
