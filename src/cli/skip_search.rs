@@ -2,7 +2,7 @@ use super::chat::chat_prompt;
 use super::{ConfigModelArgs, PluginArgs};
 use adainfer::engine::generate::generate_dense;
 use adainfer::engine::modes::{Mode, ModeSpec};
-use adainfer::engine::speculative::DraftSource;
+use adainfer::engine::speculative::{DraftSource, MAX_DRAFT_TOKENS};
 use adainfer::engine::{GenerationParams, SamplingParams};
 use adainfer::eval::bench_decode::{bench_decode, markdown_table};
 use adainfer::eval::skip_search::{
@@ -58,6 +58,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.prompts == 0 || a.tokens < 2 || a.max_drafts == 0 || a.measure == 0 {
         bail!("--prompts, --max-drafts and --measure must be at least 1, --tokens at least 2");
+    }
+    if a.max_drafts > MAX_DRAFT_TOKENS {
+        bail!(
+            "--max-drafts is at most {MAX_DRAFT_TOKENS}, got {}",
+            a.max_drafts
+        );
     }
     let config = a.plugin.load()?;
     let engine = a.model.load(config.as_ref())?;
