@@ -140,6 +140,10 @@ run decode-smollm2-skip-drafts bench-decode \
   --config plugin-configs/smollm2-135m-instruct-speculative.toml --workloads all --prompts 8 \
   --max-tokens 96 --draft-layer 24 \
   --modes dense,self_speculative/auto/k=6,self_speculative/layers/k=3,self_speculative/skip_layers/k=1/s=7,self_speculative/skip_layers/k=3/s=5+7+14/c=0.5/a=0.7,self_speculative/skip_layers/k=2/s=4+5+6+7+14+15+18+23+26+27
+# auto with and without skip-layer drafts to weigh.
+run decode-smollm2-auto-with-skip-drafts bench-decode \
+  --config plugin-configs/smollm2-135m-instruct-speculative.toml --workloads all --prompts 8 \
+  --max-tokens 96 --modes dense,self_speculative/auto/k=6,self_speculative/auto/k=6/s=7,self_speculative/auto/k=6/s=5+7+14
 
 # Generation modes (#5), one thread so the per-token work is what is compared.
 export RAYON_NUM_THREADS=1

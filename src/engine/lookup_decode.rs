@@ -6,12 +6,10 @@
 //! output follows dense's distribution (a draft is a one-point proposal in
 //! [`accept_or_resample`]).
 //!
-//! In `auto` mode a [`DraftController`] decides each round how many drafts to verify from what
-//! this request has measured — the seconds a pass of r rows costs and how often drafts found by
-//! an n-gram of each length were right — so drafting runs only where it is expected to make
-//! more tokens per second than a plain step, and a request that never gets a right draft pays
-//! for an occasional one-draft probe, not for every round.
+//! In `auto` mode a [`DraftController`] decides each round what to draft from what this request
+//! has measured (prompt lookup, skip-layer passes when a skip set is given, or nothing).
 
+use super::draft_controller::{DraftController, Drafted, RoundPlan};
 use super::generate::{FinishReason, GenerationParams};
 use super::model::{DecoderModel, Outputs};
 use super::modes::AdaptiveGeneration;
@@ -22,108 +20,6 @@ use super::speculative::{
 };
 use anyhow::{bail, Result};
 use std::time::Instant;
-
-/// Rounds with a draft on offer but none verified before auto tries one again.
-const PROBE_EVERY: usize = 16;
-
-/// Weight of a new observation in the running means.
-const LEARN: f64 = 0.3;
-
-/// Per-round draft length: all of the draft (`lookup`), or what maximises expected tokens per
-/// second from this request's measurements (`auto`).
-#[derive(Debug, Clone)]
-pub struct DraftController {
-    auto: bool,
-    /// Running mean seconds of a pass of `r` rows, at index `r` (measured in this request).
-    cost: Vec<Option<f64>>,
-    /// Per n-gram length: (drafts kept, drafts tried), decayed, with a prior of 1 in 2.
-    hits: Vec<(f64, f64)>,
-    /// Rounds since auto last verified a draft it was offered.
-    idle: usize,
-}
-
-impl DraftController {
-    pub fn new(auto: bool, max_tokens: usize, max_ngram: usize) -> Self {
-        Self {
-            auto,
-            cost: vec![None; max_tokens + 2],
-            hits: vec![(1.0, 2.0); max_ngram + 1],
-            idle: 0,
-        }
-    }
-
-    /// Chance that a draft found by an `ngram`-token match is kept, given the one before was.
-    pub fn acceptance(&self, ngram: usize) -> f64 {
-        let (kept, tried) = self.hits[ngram.min(self.hits.len() - 1)];
-        kept / tried
-    }
-
-    /// Seconds a pass of `rows` rows is expected to take: measured, else one row's time grown
-    /// by a third per extra row (the quantized kernels' cost on the 2-core box).
-    fn cost_of(&self, rows: usize) -> Option<f64> {
-        let one = self.cost[1]?;
-        Some(self.cost[rows].unwrap_or(one * (1.0 + (rows - 1) as f64 / 3.0)))
-    }
-
-    /// How many of the `offered` drafts (found by an `ngram`-token match) to verify.
-    pub fn choose(&mut self, offered: usize, ngram: usize) -> usize {
-        if !self.auto || offered == 0 {
-            return offered;
-        }
-        // The first step of a request is plain: it measures what drafting must beat.
-        let Some(plain) = self.cost_of(1) else {
-            return 0;
-        };
-        let a = self.acceptance(ngram);
-        let mut best = (0, 1.0 / plain);
-        let mut expected = 1.0; // tokens a round settles: 1 + a + a² + … + aʲ
-        for j in 1..=offered.min(self.cost.len() - 2) {
-            expected += a.powi(j as i32);
-            if let Some(c) = self.cost_of(j + 1) {
-                if expected / c > best.1 {
-                    best = (j, expected / c);
-                }
-            }
-        }
-        if best.0 == 0 {
-            self.idle += 1;
-            if self.idle >= PROBE_EVERY {
-                self.idle = 0;
-                return 1; // acceptance may have changed: one cheap draft finds out
-            }
-        } else {
-            self.idle = 0;
-        }
-        best.0
-    }
-
-    /// What a round of `rows` rows cost and how many of its `drafted` drafts were kept.
-    pub fn record(&mut self, rows: usize, seconds: f64, drafted: usize, kept: usize, ngram: usize) {
-        if let Some(slot) = self.cost.get_mut(rows) {
-            *slot = Some(match *slot {
-                Some(old) => old + LEARN * (seconds - old),
-                None => seconds,
-            });
-        }
-        if drafted > 0 {
-            // Drafts are tried in order until the first rejection.
-            let tried = kept + usize::from(kept < drafted);
-            let last = self.hits.len() - 1;
-            let slot = &mut self.hits[ngram.min(last)];
-            *slot = (
-                slot.0 * (1.0 - LEARN) + kept as f64,
-                slot.1 * (1.0 - LEARN) + tried as f64,
-            );
-        }
-    }
-}
-
-/// Where a round's drafts come from.
-enum Drafter {
-    /// Prompt lookup, `auto` or not ([`DraftController`]).
-    Lookup(DraftController),
-    Skip(SkipDrafter),
-}
 
 /// Generate losslessly with token drafts — prompt lookup ([`DraftSource::PromptLookup`],
 /// [`DraftSource::Auto`]) or skip-layer passes ([`DraftSource::SkipLayers`]) — each round's
@@ -136,14 +32,17 @@ pub fn generate_token_drafts(
     draft: &DraftSettings,
     mut on_token: impl FnMut(u32, usize) -> Result<()>,
 ) -> Result<AdaptiveGeneration> {
-    let mut drafter = match draft.source {
-        DraftSource::SkipLayers => Drafter::Skip(SkipDrafter::new(model, draft)?),
-        DraftSource::PromptLookup | DraftSource::Auto => Drafter::Lookup(DraftController::new(
-            draft.source == DraftSource::Auto,
-            draft.tokens,
-            draft.ngram,
-        )),
+    let auto = draft.source == DraftSource::Auto;
+    let mut controller = DraftController::new(auto, draft.tokens, draft.ngram);
+    let mut skipper = match draft.source {
         DraftSource::Layers => bail!("internal: layer drafts go through generate_self_speculative"),
+        DraftSource::SkipLayers => Some(SkipDrafter::new(model, draft)?),
+        // Auto weighs skip-layer drafts too when a skip set is given.
+        DraftSource::Auto if !draft.skip.is_empty() => {
+            controller = controller.with_skip_drafts();
+            Some(SkipDrafter::new(model, draft)?)
+        }
+        DraftSource::PromptLookup | DraftSource::Auto => None,
     };
     let SpeculativeStart {
         mut sampler,
@@ -174,19 +73,37 @@ pub fn generate_token_drafts(
         // `next` is settled but not yet in the cache; drafts continue from it. Leave room for
         // the token of its own every round adds.
         let budget = draft.tokens.min(params.max_tokens - produced - 1);
-        let (drafts, ngram) = match &mut drafter {
-            Drafter::Lookup(controller) => match propose(&history, draft.ngram, budget) {
-                Some(d) => {
-                    let take = controller.choose(d.tokens.len(), d.ngram);
-                    (d.tokens[..take].to_vec(), d.ngram)
-                }
-                None => (Vec::new(), 0),
-            },
-            Drafter::Skip(skip) => {
-                let drafts = skip.draft(model, &mut cache, next, budget, &params.stop_tokens)?;
-                out.draft_blocks += drafts.len() * skip.blocks_run;
-                (drafts, 0)
+        let offered = match draft.source {
+            DraftSource::SkipLayers => None,
+            _ => propose(&history, draft.ngram, budget),
+        };
+        let plan = match draft.source {
+            DraftSource::SkipLayers => RoundPlan::Skip(budget),
+            _ => {
+                let (len, ngram) = offered
+                    .as_ref()
+                    .map_or((0, 0), |d| (d.tokens.len(), d.ngram));
+                let skip_budget = if skipper.is_some() { budget } else { 0 };
+                controller.plan(len, ngram, skip_budget)
             }
+        };
+        let (drafts, drafted) = match (plan, offered, skipper.as_mut()) {
+            (RoundPlan::Lookup(j), Some(d), _) => {
+                (d.tokens[..j].to_vec(), Drafted::Lookup { ngram: d.ngram })
+            }
+            (RoundPlan::Skip(k), _, Some(skip)) => {
+                let start = Instant::now();
+                let drafts = skip.draft(model, &mut cache, next, k, &params.stop_tokens)?;
+                out.draft_blocks += drafts.len() * skip.blocks_run;
+                let per_draft = start.elapsed().as_secs_f64() / drafts.len().max(1) as f64;
+                (
+                    drafts,
+                    Drafted::Skip {
+                        seconds_per_draft: per_draft,
+                    },
+                )
+            }
+            _ => (Vec::new(), Drafted::Lookup { ngram: 0 }),
         };
         let round_start = cache.seq_len();
         let mut rows = Vec::with_capacity(drafts.len() + 1);
@@ -220,15 +137,15 @@ pub fn generate_token_drafts(
             None => sampler.sample(&logits[kept]),
         };
         settled.push(next);
-        match &mut drafter {
-            Drafter::Lookup(controller) => controller.record(
-                rows.len(),
-                pass_start.elapsed().as_secs_f64(),
-                drafts.len(),
-                kept,
-                ngram,
-            ),
-            Drafter::Skip(skip) => skip.bar.update(drafts.len(), kept),
+        controller.record(
+            rows.len(),
+            pass_start.elapsed().as_secs_f64(),
+            drafts.len(),
+            kept,
+            drafted,
+        );
+        if let (Drafted::Skip { .. }, Some(skip)) = (drafted, skipper.as_mut()) {
+            skip.bar.update(drafts.len(), kept);
         }
         // Every pass is a round (a plain step is a round with no drafts): tokens per round is
         // then tokens per full-model pass.
@@ -296,6 +213,11 @@ mod tests {
             skipping("2", 3, 0.0, 0.0),
             skipping("1+3", 5, 0.0, 0.0),
             skipping("4", 4, 0.2, 0.6),
+            // Auto weighing lookup against skip-layer drafts.
+            DraftSettings {
+                source: DraftSource::Auto,
+                ..skipping("3", 5, 0.0, 0.0)
+            },
         ];
         let (mut accepted, mut rejected) = (0, 0);
         let mut skip_drafted = 0;
@@ -416,42 +338,5 @@ mod tests {
             assert_eq!(a.generation.tokens.len(), 24);
             assert!(a.drafted > 0);
         }
-    }
-
-    #[test]
-    fn auto_measures_a_plain_step_first_then_drafts_what_pays() {
-        let mut c = DraftController::new(true, 8, 3);
-        assert_eq!(c.choose(5, 3), 0, "no step measured yet");
-        c.record(1, 0.010, 0, 0, 0);
-        // Prior 1 in 2 and a third of a step per extra row: a draft or two pays.
-        let first = c.choose(8, 3);
-        assert!((1..=3).contains(&first), "{first}");
-        // Drafts that are always right and rows that cost little: draft everything offered.
-        for _ in 0..20 {
-            c.record(9, 0.012, 8, 8, 3);
-        }
-        assert!(c.acceptance(3) > 0.95);
-        assert_eq!(c.choose(8, 3), 8);
-        // Without auto, all that is offered.
-        assert_eq!(DraftController::new(false, 8, 3).choose(6, 1), 6);
-    }
-
-    #[test]
-    fn auto_stops_drafting_what_keeps_failing_and_probes_now_and_then() {
-        let mut c = DraftController::new(true, 8, 3);
-        c.record(1, 0.010, 0, 0, 0);
-        for _ in 0..30 {
-            let j = c.choose(4, 1);
-            c.record(j + 1, 0.010 * (1.0 + j as f64 / 3.0), j, 0, 1);
-        }
-        assert!(c.acceptance(1) < 0.2, "{}", c.acceptance(1));
-        let drafted: usize = (0..64).map(|_| c.choose(4, 1)).sum();
-        assert_eq!(
-            drafted,
-            64 / PROBE_EVERY,
-            "one single-draft probe per {PROBE_EVERY} rounds"
-        );
-        // A 3-gram's record is its own: still the prior.
-        assert!(c.choose(4, 3) > 0);
     }
 }

@@ -9,6 +9,7 @@ pub mod arch;
 pub mod block_set;
 pub mod chat;
 pub mod config;
+pub mod draft_controller;
 pub mod draft_head;
 pub mod early_exit;
 #[cfg(test)]

@@ -127,7 +127,11 @@ impl ModeSpec {
                 bar()
             ),
             (Mode::SelfSpeculative, source) => {
-                format!("self_speculative/{}/k={}", source.name(), d.tokens)
+                let mut label = format!("self_speculative/{}/k={}", source.name(), d.tokens);
+                if source == DraftSource::Auto && !d.skip.is_empty() {
+                    label += &format!("/s={}", d.skip);
+                }
+                label
             }
         }
     }

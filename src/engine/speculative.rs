@@ -95,9 +95,9 @@ pub enum DraftSource {
     Layers,
     /// The tokens that followed the last n-gram where it occurred earlier in the context.
     PromptLookup,
-    /// Prompt lookup, verifying each round only as many drafts as this request's measured
-    /// costs and acceptance say pay (none where drafts keep failing): never much slower than
-    /// dense.
+    /// Prompt lookup — and skip-layer passes when [`DraftSettings::skip`] names blocks —
+    /// verifying each round only the drafts this request's measured costs and acceptance say
+    /// pay (none where drafts keep failing): never much slower than dense.
     Auto,
     /// The model with the blocks of [`DraftSettings::skip`] left out ([`super::skip_draft`]).
     SkipLayers,
@@ -161,7 +161,8 @@ pub struct DraftSettings {
     pub vocab: usize,
     /// Prompt lookup: the longest n-gram matched (longest first, down to one token).
     pub ngram: usize,
-    /// Skip-layer drafts: the blocks (counted from 1) a draft leaves out.
+    /// Skip-layer drafts: the blocks (counted from 1) a draft leaves out. With `auto`, a
+    /// non-empty set lets it weigh skip-layer drafts against lookup drafts each round.
     pub skip: BlockSet,
 }
 

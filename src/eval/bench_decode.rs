@@ -368,6 +368,8 @@ mod tests {
             skip[0].label(),
             "self_speculative/skip_layers/k=3/s=10+20/a=0.7"
         );
+        let auto = parse_modes("self_speculative/auto/k=6/s=7", KvFill::Recompute, d).unwrap();
+        assert_eq!(auto[0].label(), "self_speculative/auto/k=6/s=7");
         for bad in [
             "self_speculative/skip_layers/s=0",
             "self_speculative/skip_layers/s=3+y",
