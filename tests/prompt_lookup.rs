@@ -122,13 +122,18 @@ fn skip_layer_drafts_print_what_dense_prints() {
         "--draft-tokens",
         "3",
     ];
+    // `auto` given the same set weighs skip drafts against lookup drafts each round.
+    let auto = ["--draft-source", "auto", "--draft-skip", "7,14"];
     for workload in [Workload::Squad, Workload::Chat] {
         let prompt = &workload.messages(1).unwrap()[0];
-        assert_eq!(
-            generate_with(prompt, "self_speculative", &skip),
-            generate(prompt, "dense"),
-            "prompt {prompt:?}"
-        );
+        let dense = generate(prompt, "dense");
+        for flags in [&skip[..], &auto[..]] {
+            assert_eq!(
+                generate_with(prompt, "self_speculative", flags),
+                dense,
+                "prompt {prompt:?}, {flags:?}"
+            );
+        }
     }
     let (ok, _, err) = common::adainfer(&[
         "generate",
