@@ -354,7 +354,8 @@ impl EngineConfig {
             .with_context(|| format!("in [model] of {}", self.source.display()))?;
         let engine = Engine::load(&m.path, &options)?;
         let a = &self.adaptive;
-        if a.mode == Mode::SelfSpeculative && a.draft_source == DraftSource::SkipLayers {
+        let skips = matches!(a.draft_source, DraftSource::SkipLayers | DraftSource::Auto);
+        if a.mode == Mode::SelfSpeculative && skips {
             // Refused at start-up, not at every request.
             a.draft_skip
                 .check_fits(engine.model.num_layers())
@@ -473,6 +474,13 @@ mod tests {
         let c = EngineConfig::load(&write(&dir, &text)).unwrap();
         let e = format!("{:#}", c.load_engine().err().expect("block 13 refused"));
         assert!(e.contains("draft_skip") && e.contains("block 13"), "{e}");
+        let auto = text.replace("skip_layers", "auto");
+        let c = EngineConfig::load(&write(&dir, &auto)).unwrap();
+        let e = format!(
+            "{:#}",
+            c.load_engine().err().expect("block 13 refused for auto")
+        );
+        assert!(e.contains("block 13"), "{e}");
     }
 
     #[test]
