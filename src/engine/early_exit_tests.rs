@@ -7,7 +7,7 @@ use super::generate::{generate_dense, GenerationParams};
 use super::kv_cache::KvCache;
 use super::kv_fill::{flush, step, Backlog, KvFill};
 use super::model::{DecoderModel, Outputs};
-use super::sampling::{argmax, SamplingParams};
+use super::sampling::argmax;
 use super::synthetic::SyntheticSpec;
 use crate::hook::{Decision, LayerHook, LayerView, PassInfo, SkipPlan};
 use anyhow::Result;
@@ -244,14 +244,6 @@ fn propagate_fills_planned_skips_and_recompute_refuses_them() {
     );
 }
 
-fn greedy(max_tokens: usize) -> GenerationParams {
-    GenerationParams {
-        max_tokens,
-        sampling: SamplingParams::greedy(),
-        stop_tokens: Vec::new(),
-    }
-}
-
 #[test]
 fn recompute_generation_with_a_fixed_exit_matches_fresh_exited_passes() {
     let model = SyntheticSpec::tiny(5).build(DType::F32).unwrap();
@@ -259,7 +251,7 @@ fn recompute_generation_with_a_fixed_exit_matches_fresh_exited_passes() {
     let g = generate_early_exit(
         &model,
         &PROMPT,
-        &greedy(8),
+        &GenerationParams::greedy(8),
         &mut hook,
         KvFill::Recompute,
         |_, _| Ok(()),
@@ -280,7 +272,7 @@ fn dense_after_prefill_exits_the_prompt_then_decodes_densely_on_a_dense_cache() 
     let g = generate_early_exit(
         &model,
         &PROMPT,
-        &greedy(6),
+        &GenerationParams::greedy(6),
         &mut hook,
         KvFill::DenseAfterPrefill,
         |_, _| Ok(()),
@@ -294,7 +286,7 @@ fn dense_after_prefill_exits_the_prompt_then_decodes_densely_on_a_dense_cache() 
     );
     let mut seq = PROMPT.to_vec();
     seq.push(tokens[0]);
-    let rest = generate_dense(&model, &seq, &greedy(5), |_| Ok(())).unwrap();
+    let rest = generate_dense(&model, &seq, &GenerationParams::greedy(5), |_| Ok(())).unwrap();
     assert_eq!(rest.tokens, tokens[1..]);
 
     // The filled prompt cache is the dense one.

@@ -18,6 +18,18 @@ pub struct GenerationParams {
     pub stop_tokens: Vec<u32>,
 }
 
+impl GenerationParams {
+    /// Greedy, exactly `max_tokens` tokens: no stop token ends it early (random-weight models
+    /// have no real end of text).
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self {
+            max_tokens,
+            sampling: SamplingParams::greedy(),
+            stop_tokens: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {

@@ -271,11 +271,7 @@ mod tests {
     #[test]
     fn a_callback_error_ends_only_its_sequence() {
         let model = SyntheticSpec::tiny(2).build(DType::F32).unwrap();
-        let params = GenerationParams {
-            max_tokens: 5,
-            sampling: SamplingParams::greedy(),
-            stop_tokens: vec![],
-        };
+        let params = GenerationParams::greedy(5);
         let requests = vec![
             BatchRequest {
                 prompt: &[1, 2],
@@ -327,11 +323,7 @@ mod tests {
     fn plan_only_hooks_share_steps_and_match_early_exit_with_propagate() {
         use crate::engine::early_exit::{generate_early_exit, FixedExit};
         let model = SyntheticSpec::tiny(3).build(DType::F32).unwrap();
-        let params = GenerationParams {
-            max_tokens: 5,
-            sampling: SamplingParams::greedy(),
-            stop_tokens: vec![],
-        };
+        let params = GenerationParams::greedy(5);
         let prompts: [&[u32]; 3] = [&[5, 9, 100], &[7, 7], &[5, 9, 100]];
         let (mut a, mut b) = (SkipMiddle, SkipMiddle);
         let mut watching = FixedExit::new(2, 3).unwrap();

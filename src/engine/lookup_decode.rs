@@ -198,11 +198,7 @@ mod tests {
     #[test]
     fn greedy_token_drafts_equal_dense_through_accepts_and_rollbacks() {
         let model = SyntheticSpec::tiny(4).build(DType::F32).unwrap();
-        let params = GenerationParams {
-            max_tokens: 40,
-            sampling: SamplingParams::greedy(),
-            stop_tokens: Vec::new(),
-        };
+        let params = GenerationParams::greedy(40);
         let settings = [
             lookup(DraftSource::PromptLookup, 1, 1),
             lookup(DraftSource::PromptLookup, 4, 3),
@@ -258,11 +254,7 @@ mod tests {
     #[test]
     fn skip_drafts_need_blocks_the_model_has() {
         let model = SyntheticSpec::tiny(3).build(DType::F32).unwrap();
-        let params = GenerationParams {
-            max_tokens: 4,
-            sampling: SamplingParams::greedy(),
-            stop_tokens: Vec::new(),
-        };
+        let params = GenerationParams::greedy(4);
         let refusal = |blocks: &str| {
             let draft = skipping(blocks, 3, 0.0, 0.0);
             let e = generate_token_drafts(&model, PROMPTS[0], &params, &draft, |_, _| Ok(()));
@@ -283,11 +275,7 @@ mod tests {
     fn stop_tokens_and_max_tokens_end_lookup_where_they_end_dense() {
         let model = SyntheticSpec::tiny(3).build(DType::F32).unwrap();
         let prompt = PROMPTS[0];
-        let free = GenerationParams {
-            max_tokens: 30,
-            sampling: SamplingParams::greedy(),
-            stop_tokens: Vec::new(),
-        };
+        let free = GenerationParams::greedy(30);
         let dense = generate_dense(&model, prompt, &free, |_| Ok(())).unwrap();
         for max_tokens in [1, 2, 5, 30] {
             for stop in [Vec::new(), vec![dense.tokens[3]]] {

@@ -226,7 +226,6 @@ pub fn generate_mode(
 mod tests {
     use super::*;
     use crate::engine::early_exit::FixedExit;
-    use crate::engine::sampling::SamplingParams;
     use crate::engine::synthetic::SyntheticSpec;
     use candle_core::DType;
 
@@ -246,11 +245,7 @@ mod tests {
     #[test]
     fn modes_dispatch_and_need_a_policy_except_dense() {
         let model = SyntheticSpec::tiny(3).build(DType::F32).unwrap();
-        let params = GenerationParams {
-            max_tokens: 5,
-            sampling: SamplingParams::greedy(),
-            stop_tokens: Vec::new(),
-        };
+        let params = GenerationParams::greedy(5);
         let prompt = [9, 8, 7];
         let mut fixed = FixedExit::new(1, 3).unwrap();
         let dense = generate_mode(

@@ -336,7 +336,6 @@ pub fn markdown_table(reports: &[ModeReport]) -> String {
 mod tests {
     use super::*;
     use crate::engine::early_exit::FixedExit;
-    use crate::engine::sampling::SamplingParams;
     use crate::engine::synthetic::SyntheticSpec;
     use candle_core::DType;
 
@@ -391,11 +390,7 @@ mod tests {
     #[test]
     fn speculative_agrees_fully_and_exits_report_their_depth() {
         let model = SyntheticSpec::tiny(4).build(DType::F32).unwrap();
-        let params = GenerationParams {
-            max_tokens: 10,
-            sampling: SamplingParams::greedy(),
-            stop_tokens: Vec::new(),
-        };
+        let params = GenerationParams::greedy(10);
         let prompts = vec![vec![3, 4, 5], vec![100, 7]];
         let modes = parse_modes("all", KvFill::Recompute, DraftSettings::fixed(3)).unwrap();
         let mut hook = FixedExit::new(2, 4).unwrap();

@@ -275,7 +275,6 @@ pub fn path_table(path: &[SkipCandidate]) -> String {
 mod tests {
     use super::*;
     use crate::engine::generate::{generate_dense, GenerationParams};
-    use crate::engine::sampling::SamplingParams;
     use crate::engine::synthetic::SyntheticSpec;
     use candle_core::DType;
 
@@ -339,11 +338,7 @@ mod tests {
     #[test]
     fn leaving_nothing_out_agrees_fully_and_leaving_blocks_out_does_not() {
         let model = SyntheticSpec::tiny(4).build(DType::F32).unwrap();
-        let params = GenerationParams {
-            max_tokens: 12,
-            sampling: SamplingParams::greedy(),
-            stop_tokens: Vec::new(),
-        };
+        let params = GenerationParams::greedy(12);
         let pairs: Vec<(Vec<u32>, Vec<u32>)> = [vec![5, 6, 7, 8], vec![40, 41, 9]]
             .into_iter()
             .map(|p| {
