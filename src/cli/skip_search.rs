@@ -104,7 +104,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("the search tried no set that leaves a block out");
     }
     let modes: Vec<ModeSpec> = std::iter::once(ModeSpec::dense())
-        .chain(leaders.iter().map(|c| skip_mode(c)))
+        .chain(leaders.iter().map(skip_mode))
         .collect();
     let prompts: Vec<Vec<u32>> = pairs.iter().map(|p| p.0.clone()).collect();
     let measured = bench_decode(&engine.model, &prompts, &params, &modes, None)?.reports;
