@@ -136,6 +136,8 @@ run decode-smollm2-layer-drafts-vocab bench-decode \
 # sets it found decoded beside dense on the three workloads.
 run search-skip-draft-smollm2 search-skip-draft \
   --config plugin-configs/smollm2-135m-instruct-speculative.toml --max-skipped 10 --patience 10
+run search-skip-draft-smollm2-defaults search-skip-draft \
+  --config plugin-configs/smollm2-135m-instruct-speculative.toml
 run decode-smollm2-skip-drafts bench-decode \
   --config plugin-configs/smollm2-135m-instruct-speculative.toml --workloads all --prompts 8 \
   --max-tokens 96 --draft-layer 24 \
