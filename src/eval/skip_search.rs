@@ -80,6 +80,19 @@ impl CostModel {
         (1.0 - skipped as f64 * self.block_share).max(0.0)
     }
 
+    /// `skip` with its measured `agreement`, priced: draft cost, best drafts per round and the
+    /// speed they predict.
+    pub fn candidate(&self, skip: &BlockSet, agreement: f64) -> SkipCandidate {
+        let (drafts, speedup) = self.best_round(agreement, skip.len());
+        SkipCandidate {
+            skip: *skip,
+            agreement,
+            draft_cost: self.draft_cost(skip.len()),
+            drafts,
+            speedup,
+        }
+    }
+
     /// (drafts per round, predicted speed against dense) for per-draft acceptance `alpha`,
     /// the best over 1..=`verify.len() − 1` drafts.
     pub fn best_round(&self, alpha: f64, skipped: usize) -> (usize, f64) {
@@ -226,15 +239,7 @@ pub fn search(
     patience: usize,
 ) -> Result<Vec<SkipCandidate>> {
     greedy_search(model.num_layers(), max_skipped, patience, |skip| {
-        let agreement = calibration.agreement(model, skip)?;
-        let (drafts, speedup) = costs.best_round(agreement, skip.len());
-        Ok(SkipCandidate {
-            skip: *skip,
-            agreement,
-            draft_cost: costs.draft_cost(skip.len()),
-            drafts,
-            speedup,
-        })
+        Ok(costs.candidate(skip, calibration.agreement(model, skip)?))
     })
 }
 
@@ -313,14 +318,7 @@ mod tests {
             } else {
                 1.0 - 0.01 * skip.len() as f64
             };
-            let (drafts, speedup) = c.best_round(agreement, skip.len());
-            Ok(SkipCandidate {
-                skip: *skip,
-                agreement,
-                draft_cost: c.draft_cost(skip.len()),
-                drafts,
-                speedup,
-            })
+            Ok(c.candidate(skip, agreement))
         })
         .unwrap();
         let found = leaders(&path, 2);
