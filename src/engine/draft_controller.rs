@@ -15,6 +15,17 @@ const LEARN: f64 = 0.3;
 /// Prior of every acceptance estimate: 1 kept in 2 tried.
 const PRIOR: (f64, f64) = (1.0, 2.0);
 
+/// Counts a round in which a source on offer was `used` or not; true once it has gone unused
+/// for [`PROBE_EVERY`] rounds.
+fn probe_due(idle: &mut usize, used: bool) -> bool {
+    if used {
+        *idle = 0;
+        return false;
+    }
+    *idle += 1;
+    *idle >= PROBE_EVERY
+}
+
 /// What one round drafts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoundPlan {
@@ -129,8 +140,8 @@ impl DraftController {
     }
 
     /// This round's drafting, given a lookup draft of `offered` tokens (found by an
-    /// `ngram`-token match) and room for `skip_budget` skip-layer drafts (0 when there is no
-    /// skip set). Without auto: the whole lookup draft.
+    /// `ngram`-token match) and room for `skip_budget` skip-layer drafts (weighed only after
+    /// [`Self::with_skip_drafts`]). Without auto: the whole lookup draft.
     pub fn plan(&mut self, offered: usize, ngram: usize, skip_budget: usize) -> RoundPlan {
         if !self.auto {
             return match offered {
@@ -150,7 +161,6 @@ impl DraftController {
                 }
             }
         }
-        let skip_budget = if self.skip.is_some() { skip_budget } else { 0 };
         if let Some(s) = self.skip.as_ref().filter(|_| skip_budget > 0) {
             let per_draft = s.seconds.unwrap_or(plain);
             if let Some((k, rate)) = self.best_round(skip_budget, s.hits.rate(), per_draft) {
@@ -159,32 +169,20 @@ impl DraftController {
                 }
             }
         }
-        // Sources that lost this round count towards their next one-draft probe.
+        // A source on offer but unused this round moves towards a one-draft probe, taken on a
+        // round that would otherwise be plain.
         let mut plan = best.0;
-        if offered > 0 && !matches!(plan, RoundPlan::Lookup(_)) {
-            self.idle += 1;
-            if self.idle >= PROBE_EVERY && plan == RoundPlan::Plain {
-                self.idle = 0;
-                plan = RoundPlan::Lookup(1);
-            }
+        let used = matches!(plan, RoundPlan::Lookup(_));
+        if offered > 0 && probe_due(&mut self.idle, used) && plan == RoundPlan::Plain {
+            self.idle = 0;
+            plan = RoundPlan::Lookup(1);
         }
         if let Some(s) = self.skip.as_mut().filter(|_| skip_budget > 0) {
-            if !matches!(plan, RoundPlan::Skip(_)) {
-                s.idle += 1;
-                if s.idle >= PROBE_EVERY && plan == RoundPlan::Plain {
-                    s.idle = 0;
-                    plan = RoundPlan::Skip(1);
-                }
+            let used = matches!(plan, RoundPlan::Skip(_));
+            if probe_due(&mut s.idle, used) && plan == RoundPlan::Plain {
+                s.idle = 0;
+                plan = RoundPlan::Skip(1);
             }
-        }
-        match plan {
-            RoundPlan::Lookup(_) => self.idle = 0,
-            RoundPlan::Skip(_) => {
-                if let Some(s) = self.skip.as_mut() {
-                    s.idle = 0
-                }
-            }
-            RoundPlan::Plain => {}
         }
         plan
     }

@@ -83,8 +83,8 @@ pub fn generate_token_drafts(
                 let (len, ngram) = offered
                     .as_ref()
                     .map_or((0, 0), |d| (d.tokens.len(), d.ngram));
-                let skip_budget = if skipper.is_some() { budget } else { 0 };
-                controller.plan(len, ngram, skip_budget)
+                // Skip drafts are weighed only by a controller given a skip set.
+                controller.plan(len, ngram, budget)
             }
         };
         let (drafts, drafted) = match (plan, offered, skipper.as_mut()) {
