@@ -5,7 +5,9 @@
 //! to 1 ulp) and FMA'd with the f32 activations of every row of the tile. The activations stay
 //! exact; only the f32 summation order differs from `x · dequantize(W)ᵀ`. Blocks come straight
 //! from the GGUF bytes for the 32-weight types (`Direct`, the `unpack_x86` register decoders) or
-//! from the canonical scratch for the K-quants (`Canon`).
+//! from the canonical scratch for the K-quants (`Canon`). On AVX-512 the 4- and 5-bit types look
+//! their weights up in the block's 16 / 32 possible values (`Dec16`), the same bits for less
+//! work: decode at m = 1 is bound by instructions, not by memory bandwidth.
 
 use super::formats::QB;
 use super::fvec::{Vf, V256, V512};
@@ -20,9 +22,10 @@ pub trait Src {
     /// Signed i8 `u` and no offsets (Q8_0).
     const SIGNED: bool;
     unsafe fn get(&self, r: usize, b: usize) -> (__m256i, [f32; 2], [f32; 2]);
-    /// The same with `u` widened to two 16-lane i32 vectors (AVX-512F).
+    /// Sub-block `b` of row `r` as two 16-lane vectors of f32 weights (AVX-512F): each weight
+    /// `fma(u, scale, off)` (Q8_0: `u · scale`), one rounding, as [`weights`] decodes it.
     #[inline(always)]
-    unsafe fn get16(&self, r: usize, b: usize) -> ([__m512i; 2], [f32; 2], [f32; 2]) {
+    unsafe fn weights16(&self, r: usize, b: usize) -> [__m512; 2] {
         let (u, s, o) = self.get(r, b);
         let (lo, hi) = (_mm256_castsi256_si128(u), _mm256_extracti128_si256::<1>(u));
         let w = if Self::SIGNED {
@@ -30,17 +33,34 @@ pub trait Src {
         } else {
             [_mm512_cvtepu8_epi32(lo), _mm512_cvtepu8_epi32(hi)]
         };
-        (w, s, o)
+        scale16(w, s, o, Self::SIGNED)
     }
     #[inline(always)]
     unsafe fn prefetch(&self, _b: usize) {}
 }
 
-/// AVX-512 decoders of the 32-weight types straight to i32 lanes: widening the packed bytes
-/// first skips the nibble interleave and a lane extract per block (the head's Q8_0 and the
-/// m = 1 layers are bound by this decode work).
+/// `u` as f32 times `scale` plus `off` per 16-weight half (`signed`: times `scale` only).
+#[inline(always)]
+unsafe fn scale16(u: [__m512i; 2], s: [f32; 2], o: [f32; 2], signed: bool) -> [__m512; 2] {
+    let mut w = [_mm512_setzero_ps(); 2];
+    for h in 0..2 {
+        let q = _mm512_cvtepi32_ps(u[h]);
+        w[h] = if signed {
+            _mm512_mul_ps(q, _mm512_set1_ps(s[h]))
+        } else {
+            _mm512_fmadd_ps(q, _mm512_set1_ps(s[h]), _mm512_set1_ps(o[h]))
+        };
+    }
+    w
+}
+
+/// AVX-512 decoders of the 32-weight types straight to f32 weights. The 4- and 5-bit types
+/// compute their 16 or 32 possible weights once per block (`fma(v, scale, off)` for v = 0, 1, …:
+/// the same rounding as decoding each weight) and look each weight up (`vpermps` reads only
+/// the index's low 4 bits, `vpermt2ps` 5), instead of converting and scaling all 32: fewer
+/// instructions per block where decode (m = 1) is bound by them, not by memory.
 pub trait Dec16: Dec {
-    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32);
+    unsafe fn weights16(p: *const u8) -> [__m512; 2];
 }
 
 #[inline(always)]
@@ -50,54 +70,108 @@ unsafe fn f16(p: *const u8) -> f32 {
     )))
 }
 
-/// 16 nibble bytes → (low nibbles, high nibbles) as i32 lanes, plus bit i / 16 + i of `qh`
-/// (when given) as 16.
+/// The f16 at `p` in every lane.
+#[inline(always)]
+unsafe fn f16_splat(p: *const u8) -> __m512 {
+    _mm512_cvtph_ps(_mm256_set1_epi16((p as *const i16).read_unaligned()))
+}
+
+/// The f16 pair (scale, offset) at `p`, each in every lane.
+#[inline(always)]
+unsafe fn f16_pair_splat(p: *const u8) -> (__m512, __m512) {
+    let pairs = _mm512_cvtph_ps(_mm256_set1_epi32((p as *const i32).read_unaligned()));
+    (
+        _mm512_permute_ps::<0b00_00_00_00>(pairs),
+        _mm512_permute_ps::<0b01_01_01_01>(pairs),
+    )
+}
+
+/// `fma(v, scale, off)` for v = `first`, …, `first` + 15.
+#[inline(always)]
+unsafe fn table16(first: f32, scale: __m512, off: __m512) -> __m512 {
+    let v = _mm512_add_ps(
+        _mm512_setr_ps(
+            0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+        ),
+        _mm512_set1_ps(first),
+    );
+    _mm512_fmadd_ps(v, scale, off)
+}
+
+/// 16 nibble bytes at `q` → (low nibbles, high nibbles) as i32 lanes, the low ones unmasked
+/// (a 16-entry lookup ignores the bits above), plus bit i / 16 + i of `qh` (when given) as 16.
 #[inline(always)]
 unsafe fn nib16(q: *const u8, qh: Option<*const u8>) -> [__m512i; 2] {
     let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(q as *const __m128i));
-    let m4 = _mm512_set1_epi32(15);
-    let mut w = [_mm512_and_si512(v, m4), _mm512_srli_epi32::<4>(v)];
+    let mut w = [v, _mm512_srli_epi32::<4>(v)];
     if let Some(h) = qh {
+        let m4 = _mm512_set1_epi32(15);
         let bits = (h as *const u32).read_unaligned();
         let b16 = _mm512_set1_epi32(16);
+        w[0] = _mm512_and_si512(w[0], m4);
         w[0] = _mm512_mask_or_epi32(w[0], bits as u16, w[0], b16);
         w[1] = _mm512_mask_or_epi32(w[1], (bits >> 16) as u16, w[1], b16);
     }
     w
 }
 
+/// Nibbles looked up in a 16-weight table.
+#[inline(always)]
+unsafe fn lookup4(u: [__m512i; 2], table: __m512) -> [__m512; 2] {
+    [
+        _mm512_permutexvar_ps(u[0], table),
+        _mm512_permutexvar_ps(u[1], table),
+    ]
+}
+
+/// 5-bit values looked up in a 32-weight table (two halves).
+#[inline(always)]
+unsafe fn lookup5(u: [__m512i; 2], t0: __m512, t1: __m512) -> [__m512; 2] {
+    [
+        _mm512_permutex2var_ps(t0, u[0], t1),
+        _mm512_permutex2var_ps(t0, u[1], t1),
+    ]
+}
+
 impl Dec16 for u::Q4_0 {
     #[inline(always)]
-    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32) {
-        let d = f16(p);
-        (nib16(p.add(2), None), d, -8.0 * d)
+    unsafe fn weights16(p: *const u8) -> [__m512; 2] {
+        let d = f16_splat(p);
+        let table = table16(0.0, d, _mm512_mul_ps(d, _mm512_set1_ps(-8.0)));
+        lookup4(nib16(p.add(2), None), table)
     }
 }
 impl Dec16 for u::Q4_1 {
     #[inline(always)]
-    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32) {
-        (nib16(p.add(4), None), f16(p), f16(p.add(2)))
+    unsafe fn weights16(p: *const u8) -> [__m512; 2] {
+        let (d, m) = f16_pair_splat(p);
+        lookup4(nib16(p.add(4), None), table16(0.0, d, m))
     }
 }
 impl Dec16 for u::Q5_0 {
     #[inline(always)]
-    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32) {
-        let d = f16(p);
-        (nib16(p.add(6), Some(p.add(2))), d, -16.0 * d)
+    unsafe fn weights16(p: *const u8) -> [__m512; 2] {
+        let d = f16_splat(p);
+        let off = _mm512_mul_ps(d, _mm512_set1_ps(-16.0));
+        let (t0, t1) = (table16(0.0, d, off), table16(16.0, d, off));
+        lookup5(nib16(p.add(6), Some(p.add(2))), t0, t1)
     }
 }
 impl Dec16 for u::Q5_1 {
     #[inline(always)]
-    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32) {
-        (nib16(p.add(8), Some(p.add(4))), f16(p), f16(p.add(2)))
+    unsafe fn weights16(p: *const u8) -> [__m512; 2] {
+        let (d, m) = f16_pair_splat(p);
+        let (t0, t1) = (table16(0.0, d, m), table16(16.0, d, m));
+        lookup5(nib16(p.add(8), Some(p.add(4))), t0, t1)
     }
 }
 impl Dec16 for u::Q8_0 {
     #[inline(always)]
-    unsafe fn ints(p: *const u8) -> ([__m512i; 2], f32, f32) {
+    unsafe fn weights16(p: *const u8) -> [__m512; 2] {
         let lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2) as *const __m128i));
         let hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18) as *const __m128i));
-        ([lo, hi], f16(p), 0.0)
+        let d = f16(p);
+        scale16([lo, hi], [d, d], [0.0, 0.0], true)
     }
 }
 
@@ -118,9 +192,8 @@ impl<C: Dec16> Src for Direct<C> {
         (u, [s, s], [o, o])
     }
     #[inline(always)]
-    unsafe fn get16(&self, r: usize, b: usize) -> ([__m512i; 2], [f32; 2], [f32; 2]) {
-        let (w, s, o) = C::ints(self.p.add(r * self.rb + b * C::BYTES));
-        (w, [s, s], [o, o])
+    unsafe fn weights16(&self, r: usize, b: usize) -> [__m512; 2] {
+        C::weights16(self.p.add(r * self.rb + b * C::BYTES))
     }
     /// The rows are read interleaved, which the hardware prefetcher follows poorly: fetch the
     /// group two ahead (contiguous bytes) evenly over this group's blocks.
@@ -157,7 +230,7 @@ impl<const S: bool> Src for Canon<'_, S> {
 
 /// Lanes `c·L..` (in half `h`) of one canonical sub-block as f32 weights.
 #[inline(always)]
-unsafe fn weights<V: Vf>(
+pub(super) unsafe fn weights<V: Vf>(
     blk: (__m256i, [f32; 2], [f32; 2]),
     c: usize,
     h: usize,
@@ -185,25 +258,15 @@ unsafe fn tile<V: Vf, S: Src, const R: usize, const J: usize>(
     for b in 0..nb {
         src.prefetch(b);
         // Plain loops, not `array::from_fn`: its closure would not inline under our target features.
-        let mut blk = [([V::zero(); 4], [0f32; 2], [0f32; 2]); R];
-        for (r, v) in blk.iter_mut().enumerate() {
-            *v = V::block(src, r, b);
+        let mut w = [[V::zero(); 4]; R];
+        for (r, v) in w.iter_mut().enumerate() {
+            *v = V::weights(src, r, b);
         }
         for c in 0..QB / V::L {
-            let h = c * V::L / 16;
-            let mut w = [V::zero(); R];
-            for r in 0..R {
-                let (q, s, o) = &blk[r];
-                w[r] = if S::SIGNED {
-                    V::mul(q[c], V::splat(s[h]))
-                } else {
-                    V::fma(q[c], V::splat(s[h]), V::splat(o[h]))
-                };
-            }
             for j in 0..J {
                 let xv = V::load(x.add(j * k + b * QB + c * V::L));
                 for r in 0..R {
-                    acc[r][j] = V::fma(w[r], xv, acc[r][j]);
+                    acc[r][j] = V::fma(w[r][c], xv, acc[r][j]);
                 }
             }
         }

@@ -16,8 +16,8 @@ pub trait Vf: Copy {
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
     unsafe fn mul(a: Self, b: Self) -> Self;
     unsafe fn hsum(self) -> f32;
-    /// Row `r`, sub-block `b` of `src` as `QB / L` vectors of (unscaled) weights as f32.
-    unsafe fn block<S: Src>(src: &S, r: usize, b: usize) -> ([Self; 4], [f32; 2], [f32; 2]);
+    /// Row `r`, sub-block `b` of `src` as `QB / L` vectors of f32 weights.
+    unsafe fn weights<S: Src>(src: &S, r: usize, b: usize) -> [Self; 4];
 }
 
 #[derive(Clone, Copy)]
@@ -72,13 +72,13 @@ impl Vf for V256 {
         super::kernel::x86::hsum(self.0)
     }
     #[inline(always)]
-    unsafe fn block<S: Src>(src: &S, r: usize, b: usize) -> ([Self; 4], [f32; 2], [f32; 2]) {
-        let (u, s, o) = src.get(r, b);
-        let mut q = [Self::zero(); 4];
-        for (c, v) in q.iter_mut().enumerate() {
-            *v = Self::bytes(u, c, S::SIGNED);
+    unsafe fn weights<S: Src>(src: &S, r: usize, b: usize) -> [Self; 4] {
+        let blk = src.get(r, b);
+        let mut w = [Self::zero(); 4];
+        for (c, v) in w.iter_mut().enumerate() {
+            *v = super::fdot::weights::<Self>(blk, c, c * Self::L / 16, S::SIGNED);
         }
-        (q, s, o)
+        w
     }
 }
 
@@ -129,9 +129,8 @@ impl Vf for V512 {
         _mm512_reduce_add_ps(self.0)
     }
     #[inline(always)]
-    unsafe fn block<S: Src>(src: &S, r: usize, b: usize) -> ([Self; 4], [f32; 2], [f32; 2]) {
-        let (w, s, o) = src.get16(r, b);
-        let (lo, hi) = (_mm512_cvtepi32_ps(w[0]), _mm512_cvtepi32_ps(w[1]));
-        ([V512(lo), V512(hi), Self::zero(), Self::zero()], s, o)
+    unsafe fn weights<S: Src>(src: &S, r: usize, b: usize) -> [Self; 4] {
+        let [lo, hi] = src.weights16(r, b);
+        [V512(lo), V512(hi), Self::zero(), Self::zero()]
     }
 }

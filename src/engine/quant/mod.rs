@@ -4,10 +4,12 @@
 //! in f32: exact `x · dequantize(W)ᵀ` up to f32 summation order (`f32path`). Rounding them to
 //! 8-bit blocks moved SmolLM2-135M's hidden state by 0.9% after one block and its logit-lens
 //! gaps by up to 0.08 (real activations have outliers that flatten a block's other 31 values).
-//! - m ≤ 8 (decode, verification): each weight sub-block is decoded to f32 in registers and
-//!   FMA'd with every activation row (`fdot`, `fvec`): on AVX-512F one tile spans all m rows, so
-//!   a weight is decoded once per product; on AVX2+FMA tiles of 4 rows.
-//! - m > 8 (prefill): tiles of 128 weight rows dequantized into a per-chunk f32 scratch, then
+//! - m ≤ 48 (decode, verification, short prompts): each weight sub-block is decoded to f32 in
+//!   registers and FMA'd with every activation row of a tile (`fdot`, `fvec`): on AVX-512F one
+//!   tile spans up to 8 rows, so a weight is decoded once per product, and the 4- and 5-bit
+//!   types look their weights up among the block's 16 / 32 possible values; on AVX2+FMA tiles
+//!   of 4 rows. Above 8 rows, even chunks of at most 7 (`f32path`).
+//! - m > 48 (prefill): tiles of 128 weight rows dequantized into a per-chunk f32 scratch, then
 //!   the gemm crate's f32 GEMM (single-threaded inside our rayon chunks).
 //! - F32, F16, BF16 weights, and the scalar level of every type: decode a row, FMA dot (`float`).
 //!
