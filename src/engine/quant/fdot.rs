@@ -26,32 +26,14 @@ pub trait Src {
     /// `fma(u, scale, off)` (Q8_0: `u · scale`), one rounding, as [`weights`] decodes it.
     #[inline(always)]
     unsafe fn weights16(&self, r: usize, b: usize) -> [__m512; 2] {
-        let (u, s, o) = self.get(r, b);
-        let (lo, hi) = (_mm256_castsi256_si128(u), _mm256_extracti128_si256::<1>(u));
-        let w = if Self::SIGNED {
-            [_mm512_cvtepi8_epi32(lo), _mm512_cvtepi8_epi32(hi)]
-        } else {
-            [_mm512_cvtepu8_epi32(lo), _mm512_cvtepu8_epi32(hi)]
-        };
-        scale16(w, s, o, Self::SIGNED)
+        let blk = self.get(r, b);
+        [
+            weights::<V512>(blk, 0, 0, Self::SIGNED).0,
+            weights::<V512>(blk, 1, 1, Self::SIGNED).0,
+        ]
     }
     #[inline(always)]
     unsafe fn prefetch(&self, _b: usize) {}
-}
-
-/// `u` as f32 times `scale` plus `off` per 16-weight half (`signed`: times `scale` only).
-#[inline(always)]
-unsafe fn scale16(u: [__m512i; 2], s: [f32; 2], o: [f32; 2], signed: bool) -> [__m512; 2] {
-    let mut w = [_mm512_setzero_ps(); 2];
-    for h in 0..2 {
-        let q = _mm512_cvtepi32_ps(u[h]);
-        w[h] = if signed {
-            _mm512_mul_ps(q, _mm512_set1_ps(s[h]))
-        } else {
-            _mm512_fmadd_ps(q, _mm512_set1_ps(s[h]), _mm512_set1_ps(o[h]))
-        };
-    }
-    w
 }
 
 /// AVX-512 decoders of the 32-weight types straight to f32 weights. The 4- and 5-bit types
@@ -61,13 +43,6 @@ unsafe fn scale16(u: [__m512i; 2], s: [f32; 2], o: [f32; 2], signed: bool) -> [_
 /// instructions per block where decode (m = 1) is bound by them, not by memory.
 pub trait Dec16: Dec {
     unsafe fn weights16(p: *const u8) -> [__m512; 2];
-}
-
-#[inline(always)]
-unsafe fn f16(p: *const u8) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-        (p as *const u16).read_unaligned() as i32,
-    )))
 }
 
 /// The f16 at `p` in every lane.
@@ -170,8 +145,11 @@ impl Dec16 for u::Q8_0 {
     unsafe fn weights16(p: *const u8) -> [__m512; 2] {
         let lo = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2) as *const __m128i));
         let hi = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18) as *const __m128i));
-        let d = f16(p);
-        scale16([lo, hi], [d, d], [0.0, 0.0], true)
+        let d = f16_splat(p);
+        [
+            _mm512_mul_ps(_mm512_cvtepi32_ps(lo), d),
+            _mm512_mul_ps(_mm512_cvtepi32_ps(hi), d),
+        ]
     }
 }
 

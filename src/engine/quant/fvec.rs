@@ -83,7 +83,7 @@ impl Vf for V256 {
 }
 
 #[derive(Clone, Copy)]
-pub struct V512(__m512);
+pub struct V512(pub(super) __m512);
 impl Vf for V512 {
     const L: usize = 16;
     #[inline(always)]
