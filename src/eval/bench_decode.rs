@@ -8,7 +8,7 @@ use crate::engine::kv_fill::KvFill;
 use crate::engine::model::Outputs;
 use crate::engine::modes::{generate_mode, AdaptiveGeneration, Mode, ModeSpec};
 use crate::engine::speculative::DraftSettings;
-use crate::engine::DecoderModel;
+use crate::engine::{DecoderModel, KvCache};
 use crate::hook::LayerHook;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -246,49 +246,86 @@ pub struct VerifyCost {
     pub vs_one_row: f64,
 }
 
-/// Time passes of 1..=`max_rows` rows after `prompt` (each `repeats` times, median), rolling the
-/// cache back after each: the price of verifying `rows − 1` drafts in one pass. The row counts
-/// take turns (1, 2, …, max, 1, 2, …) so a machine that slows down or speeds up mid-run moves
-/// every count alike instead of skewing their ratios.
+/// A pass to time on a prefilled cache (it may append to the cache; the timer rolls it back).
+pub type TimedPass<'a> = Box<dyn FnMut(&mut KvCache) -> Result<()> + 'a>;
+
+/// Prefill `prompt` once, then time each of `passes` `repeats` times: the median seconds of
+/// each. The passes take turns (1st, 2nd, …, 1st, 2nd, …) so a machine that slows down or speeds
+/// up mid-run moves them alike instead of skewing their ratios; the cache goes back to the
+/// prompt after every pass.
+pub fn time_passes(
+    model: &DecoderModel,
+    prompt: &[u32],
+    repeats: usize,
+    passes: &mut [TimedPass<'_>],
+) -> Result<Vec<f64>> {
+    let mut cache = model.new_cache();
+    model.forward(prompt, &mut cache, None, Outputs::LastToken)?;
+    let start = cache.seq_len();
+    let mut times = vec![Vec::with_capacity(repeats.max(1)); passes.len()];
+    for _ in 0..repeats.max(1) {
+        for (pass, samples) in passes.iter_mut().zip(&mut times) {
+            let t = Instant::now();
+            pass(&mut cache)?;
+            samples.push(t.elapsed().as_secs_f64());
+            cache.truncate(start);
+        }
+    }
+    Ok(times
+        .iter_mut()
+        .map(|samples| {
+            samples.sort_by(f64::total_cmp);
+            samples[samples.len() / 2]
+        })
+        .collect())
+}
+
+/// Full-model passes of 1..=`max_rows` rows (the prompt's last tokens again) with every row's
+/// logits, as verifying `rows − 1` drafts needs; for [`time_passes`] on `prompt`.
+pub fn verify_passes<'a>(
+    model: &'a DecoderModel,
+    prompt: &'a [u32],
+    max_rows: usize,
+) -> Result<Vec<TimedPass<'a>>> {
+    if prompt.len() < max_rows {
+        bail!("the prompt needs at least {max_rows} tokens to time {max_rows} rows");
+    }
+    Ok((1..=max_rows)
+        .map(|rows| -> TimedPass<'a> {
+            let tokens = &prompt[prompt.len() - rows..];
+            Box::new(move |cache: &mut KvCache| {
+                let pass = model.forward(tokens, cache, None, Outputs::AllTokens)?;
+                pass.logits.to_vec2::<f32>()?;
+                Ok(())
+            })
+        })
+        .collect())
+}
+
+/// [`VerifyCost`]s from the median seconds of passes of 1, 2, … rows.
+pub fn verify_costs_from(seconds: &[f64]) -> Vec<VerifyCost> {
+    seconds
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| VerifyCost {
+            rows: i + 1,
+            seconds: s,
+            vs_one_row: ratio(s, seconds[0]),
+        })
+        .collect()
+}
+
+/// Time passes of 1..=`max_rows` rows after `prompt` (each `repeats` times, median): the price
+/// of verifying `rows − 1` drafts in one pass.
 pub fn verify_costs(
     model: &DecoderModel,
     prompt: &[u32],
     max_rows: usize,
     repeats: usize,
 ) -> Result<Vec<VerifyCost>> {
-    if prompt.len() < max_rows {
-        bail!("the prompt needs at least {max_rows} tokens to time {max_rows} rows");
-    }
-    let mut cache = model.new_cache();
-    model.forward(prompt, &mut cache, None, Outputs::LastToken)?;
-    let start = cache.seq_len();
-    let mut times = vec![Vec::with_capacity(repeats.max(1)); max_rows];
-    for _ in 0..repeats.max(1) {
-        for (i, samples) in times.iter_mut().enumerate() {
-            let tokens = &prompt[prompt.len() - (i + 1)..];
-            let t = Instant::now();
-            let pass = model.forward(tokens, &mut cache, None, Outputs::AllTokens)?;
-            pass.logits.to_vec2::<f32>()?;
-            samples.push(t.elapsed().as_secs_f64());
-            cache.truncate(start);
-        }
-    }
-    let medians: Vec<f64> = times
-        .iter_mut()
-        .map(|samples| {
-            samples.sort_by(f64::total_cmp);
-            samples[samples.len() / 2]
-        })
-        .collect();
-    Ok(medians
-        .iter()
-        .enumerate()
-        .map(|(i, &seconds)| VerifyCost {
-            rows: i + 1,
-            seconds,
-            vs_one_row: ratio(seconds, medians[0]),
-        })
-        .collect())
+    let mut passes = verify_passes(model, prompt, max_rows)?;
+    let seconds = time_passes(model, prompt, repeats, &mut passes)?;
+    Ok(verify_costs_from(&seconds))
 }
 
 /// Verification costs as a Markdown table.

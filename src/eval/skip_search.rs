@@ -6,7 +6,7 @@
 //!   out (its positions attend to the exact prompt cache and to each other's inexact entries,
 //!   as a round's drafts do), and each position's argmax is compared with the full model's in
 //!   the same pass shape (so leaving nothing out agrees 100% by construction).
-//! - **Costs**, measured once in the same run: a pass of r rows against one ([`verify_costs`])
+//! - **Costs**, measured once in the same run: a pass of r rows against one ([`verify_passes`])
 //!   and the share of a one-row step each block takes (a step with all but one block left out
 //!   against a full one).
 //! - **Objective**: with acceptance α per draft, k drafts per round settle 1 + α + … + αᵏ
@@ -16,7 +16,7 @@
 //!   the most speed — stopping after `patience` sizes without a new best. Deterministic, and
 //!   about `blocks × sizes` passes over the calibration set.
 
-use super::bench_decode::verify_costs;
+use super::bench_decode::{time_passes, verify_costs_from, verify_passes};
 use crate::engine::block_set::BlockSet;
 use crate::engine::model::Outputs;
 use crate::engine::sampling::argmax;
@@ -25,7 +25,6 @@ use crate::engine::{DecoderModel, KvCache};
 use crate::hook::LayerHook;
 use anyhow::{bail, ensure, Result};
 use serde::Serialize;
-use std::time::Instant;
 
 /// Measured prices, in one-row full-model steps.
 #[derive(Debug, Clone, Serialize)]
@@ -37,8 +36,9 @@ pub struct CostModel {
 }
 
 impl CostModel {
-    /// Times one-row steps (full, and with every block but the first left out) and passes of
-    /// 1..=`max_rows` rows after `prompt`, `repeats` times each (medians).
+    /// Times passes of 1..=`max_rows` rows after `prompt` and a one-row step with every block
+    /// but the first left out, `repeats` times each, taking turns on one prefilled cache
+    /// (medians). A block's share of a step is what the left-out blocks saved, per block.
     pub fn measure(
         model: &DecoderModel,
         prompt: &[u32],
@@ -50,27 +50,19 @@ impl CostModel {
             n >= 2,
             "a skip-layer draft needs a model of at least 2 blocks"
         );
-        let verify = verify_costs(model, prompt, max_rows, repeats)?;
-        let mut cache = model.new_cache();
-        model.forward(prompt, &mut cache, None, Outputs::LastToken)?;
-        let start = cache.seq_len();
+        let mut passes = verify_passes(model, prompt, max_rows.max(1))?;
         let mut leave_out = LeaveOut::new(&BlockSet::from_indices(1..n)?);
         let last = prompt[prompt.len() - 1];
-        let (mut full, mut one) = (Vec::new(), Vec::new());
-        for _ in 0..repeats.max(1) {
-            for (times, hook) in [
-                (&mut full, None),
-                (&mut one, Some(&mut leave_out as &mut dyn LayerHook)),
-            ] {
-                let t = Instant::now();
-                model.forward(&[last], &mut cache, hook, Outputs::LastToken)?;
-                times.push(t.elapsed().as_secs_f64());
-                cache.truncate(start);
-            }
-        }
-        let (full, one) = (median(&mut full), median(&mut one));
+        passes.push(Box::new(move |cache: &mut KvCache| {
+            model.forward(&[last], cache, Some(&mut leave_out), Outputs::LastToken)?;
+            Ok(())
+        }));
+        let mut seconds = time_passes(model, prompt, repeats, &mut passes)?;
+        let one_block = seconds.pop().expect("the leave-out pass was pushed last");
+        let verify = verify_costs_from(&seconds);
+        let full = verify[0].seconds;
         Ok(Self {
-            block_share: ((full - one) / full / (n - 1) as f64).clamp(0.0, 1.0),
+            block_share: ((full - one_block) / full / (n - 1) as f64).clamp(0.0, 1.0),
             verify: verify.iter().map(|c| c.vs_one_row).collect(),
         })
     }
@@ -109,11 +101,6 @@ impl CostModel {
         }
         best
     }
-}
-
-fn median(samples: &mut [f64]) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
 }
 
 /// Calibration prompts with their dense continuations, prefilled once.
